@@ -1,0 +1,31 @@
+"""The domain error base: every refusal carries a machine-readable code and a readable message."""
+
+from __future__ import annotations
+
+from django.utils.translation import gettext_lazy as _
+
+
+class DomainError(Exception):
+    """A business rule refused an operation. Nothing was written.
+
+    `code` is stable and machine readable (API clients branch on it); `message` is for people;
+    `field` names the input that caused it, so the API can answer with field errors.
+    """
+
+    code = "domain_error"
+    status_code = 400
+
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+        self.message = str(message or _("The operation was refused."))
+        self.field = field
+        super().__init__(self.message)
+
+
+class NotFoundInScope(DomainError):
+    code = "not_found"
+    status_code = 404
+
+
+class PermissionRefused(DomainError):
+    code = "permission_denied"
+    status_code = 403

@@ -1,0 +1,356 @@
+from __future__ import annotations
+
+import zoneinfo
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Exists, OuterRef, Q
+from django.utils.translation import gettext_lazy as _
+from simple_history.models import HistoricalRecords
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+class TimeStampedModel(models.Model):
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+def validate_time_zone(value: str) -> None:
+    """IANA zone names only; kept as a validator so tzdata updates need no migration."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(
+            _("“%(value)s” is not a time zone such as Europe/Berlin."), params={"value": value}
+        ) from exc
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email", _("E-mail")
+    SMS = "sms", _("SMS")
+    WHATSAPP = "whatsapp", _("WhatsApp")
+
+
+class Language(models.TextChoices):
+    GERMAN = "de", _("German")
+    ENGLISH = "en", _("English")
+    FRENCH = "fr", _("French")
+    ITALIAN = "it", _("Italian")
+    SPANISH = "es", _("Spanish")
+    TURKISH = "tr", _("Turkish")
+    POLISH = "pl", _("Polish")
+
+
+class Salutation(models.TextChoices):
+    NONE = "", _("(none)")
+    MS = "ms", _("Ms")
+    MR = "mr", _("Mr")
+    MX = "mx", _("Mx")
+    DR = "dr", _("Dr")
+    PROF = "prof", _("Prof")
+
+
+class TeamQuerySet(models.QuerySet["Team"]):
+    def active(self) -> TeamQuerySet:
+        return self.filter(is_active=True)
+
+
+class Team(TimeStampedModel):
+    """A brand or business unit: the unit of data ownership.
+
+    Membership is a django-guardian object permission (`crm.access_team`) on the team, granted
+    by `services.team_member_add`; there is never one permission row per contact.
+    """
+
+    name = models.CharField(_("name"), max_length=120, unique=True)
+    slug = models.SlugField(_("slug"), max_length=60, unique=True)
+    default_language = models.CharField(
+        _("default language"), max_length=8, choices=Language, default=Language.GERMAN
+    )
+    default_time_zone = models.CharField(
+        _("default time zone"),
+        max_length=64,
+        validators=[validate_time_zone],
+        default="Europe/Berlin",
+    )
+    is_active = models.BooleanField(_("active"), default=True)
+
+    objects = TeamQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("team")
+        verbose_name_plural = _("teams")
+        ordering = ["name"]
+        permissions = [
+            ("access_team", _("Can work with the team's data")),
+            ("view_all_teams", _("Can read the data of every team")),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class UserProfile(models.Model):
+    """Per-user display preferences; times are stored in UTC and shown in `time_zone`."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="crm_profile"
+    )
+    time_zone = models.CharField(
+        _("time zone"), max_length=64, validators=[validate_time_zone], default="Europe/Berlin"
+    )
+
+    class Meta:
+        verbose_name = _("user profile")
+        verbose_name_plural = _("user profiles")
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.time_zone})"
+
+
+class Tag(TimeStampedModel):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(_("name"), max_length=60)
+
+    class Meta:
+        verbose_name = _("tag")
+        verbose_name_plural = _("tags")
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "name"], name="%(app_label)s_%(class)s_unique_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ContactQuerySet(models.QuerySet["Contact"]):
+    def for_teams(self, teams: Iterable[Team] | models.QuerySet[Team]) -> ContactQuerySet:
+        return self.filter(team__in=teams)
+
+    def with_channel(self, channel: str) -> ContactQuerySet:
+        return self.filter(
+            Exists(ContactPoint.objects.filter(contact=OuterRef("pk"), channel=channel))
+        )
+
+    def search(self, term: str) -> ContactQuerySet:
+        """Name, external id, or any address; EXISTS instead of a join keeps rows distinct."""
+        term = term.strip()
+        if not term:
+            return self
+        address_match = ContactPoint.objects.filter(
+            contact=OuterRef("pk"), address__icontains=term.lower()
+        )
+        return self.filter(
+            Q(first_name__icontains=term)
+            | Q(last_name__icontains=term)
+            | Q(organisation__icontains=term)
+            | Q(external_id=term)
+            | Exists(address_match)
+        )
+
+
+class Contact(TimeStampedModel):
+    team = models.ForeignKey(
+        Team, on_delete=models.PROTECT, related_name="contacts", verbose_name=_("team")
+    )
+    salutation = models.CharField(
+        _("salutation"), max_length=8, choices=Salutation, default=Salutation.NONE, blank=True
+    )
+    first_name = models.CharField(_("first name"), max_length=100, blank=True)
+    last_name = models.CharField(_("last name"), max_length=100, blank=True)
+    language = models.CharField(
+        _("language"), max_length=8, choices=Language, default=Language.GERMAN
+    )
+    time_zone = models.CharField(
+        _("time zone"), max_length=64, validators=[validate_time_zone], default="Europe/Berlin"
+    )
+    organisation = models.CharField(_("organisation"), max_length=200, blank=True)
+    profession = models.CharField(_("profession"), max_length=120, blank=True)
+    preferred_channel = models.CharField(
+        _("preferred channel"), max_length=16, choices=Channel, blank=True
+    )
+    attributes = models.JSONField(_("custom attributes"), default=dict, blank=True)
+    external_id = models.CharField(
+        _("external id"),
+        max_length=120,
+        null=True,
+        blank=True,
+        help_text=_("The contact's id in an ERP or other CRM; unique within the team."),
+    )
+    tags = models.ManyToManyField(Tag, blank=True, related_name="contacts", verbose_name=_("tags"))
+
+    history = HistoricalRecords(excluded_fields=["updated_at"])
+    objects = ContactQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("contact")
+        verbose_name_plural = _("contacts")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "external_id"],
+                condition=Q(external_id__isnull=False),
+                name="%(app_label)s_%(class)s_unique_external_id",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["team", "-created_at", "-id"], name="crm_contact_team_created"),
+            models.Index(fields=["team", "last_name", "first_name"], name="crm_contact_team_name"),
+        ]
+
+    def __str__(self) -> str:
+        name = " ".join(part for part in (self.first_name, self.last_name) if part)
+        return name or self.external_id or f"#{self.pk}"
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(part for part in (self.first_name, self.last_name) if part)
+
+
+class ContactPoint(TimeStampedModel):
+    """One normalised address on one channel (E.164 phone numbers, lower-case e-mail)."""
+
+    contact = models.ForeignKey(
+        Contact, on_delete=models.CASCADE, related_name="points", verbose_name=_("contact")
+    )
+    # Denormalised from the contact so that "unique per team and channel" is a database rule.
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="+", editable=False)
+    channel = models.CharField(_("channel"), max_length=16, choices=Channel)
+    address = models.CharField(_("address"), max_length=254)
+    is_primary = models.BooleanField(_("primary"), default=True)
+
+    history = HistoricalRecords(excluded_fields=["updated_at"])
+
+    class Meta:
+        verbose_name = _("contact point")
+        verbose_name_plural = _("contact points")
+        ordering = ["channel", "-is_primary", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "channel", "address"], name="%(app_label)s_%(class)s_unique_address"
+            )
+        ]
+        indexes = [models.Index(fields=["address"], name="crm_contactpoint_address")]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()}: {self.address}"
+
+
+class Segment(TimeStampedModel):
+    """A saved rule-based filter over contacts, resolved in one SQL query (see crm.segments)."""
+
+    team = models.ForeignKey(
+        Team, on_delete=models.CASCADE, related_name="segments", verbose_name=_("team")
+    )
+    name = models.CharField(_("name"), max_length=120)
+    description = models.TextField(_("description"), blank=True)
+    rules = models.JSONField(
+        _("rules"),
+        default=dict,
+        help_text=_(
+            'For example {"match": "all", "conditions": [{"field": "language", "op": "eq", '
+            '"value": "de"}, {"field": "tag", "op": "has", "value": "vip"}]}'
+        ),
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    history = HistoricalRecords(excluded_fields=["updated_at"])
+
+    class Meta:
+        verbose_name = _("segment")
+        verbose_name_plural = _("segments")
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "name"], name="%(app_label)s_%(class)s_unique_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ImportStatus(models.TextChoices):
+    UPLOADED = "uploaded", _("Uploaded")
+    QUEUED = "queued", _("Queued")
+    RUNNING = "running", _("Running")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+
+
+class ContactImport(TimeStampedModel):
+    """One CSV/XLSX import: its file, progress, counts and the rejected-rows report."""
+
+    team = models.ForeignKey(
+        Team, on_delete=models.PROTECT, related_name="imports", verbose_name=_("team")
+    )
+    source_file = models.FileField(_("file"), upload_to="imports/%Y/%m/")
+    original_name = models.CharField(_("original file name"), max_length=255, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=ImportStatus, default=ImportStatus.UPLOADED
+    )
+    total_rows = models.PositiveIntegerField(_("rows in file"), null=True, blank=True)
+    processed_rows = models.PositiveIntegerField(_("rows processed"), default=0)
+    created_count = models.PositiveIntegerField(_("contacts created"), default=0)
+    updated_count = models.PositiveIntegerField(_("contacts updated"), default=0)
+    unchanged_count = models.PositiveIntegerField(_("contacts unchanged"), default=0)
+    rejected_count = models.PositiveIntegerField(_("rows rejected"), default=0)
+    report_file = models.FileField(
+        _("rejected-rows report"), upload_to="imports/reports/", blank=True
+    )
+    error = models.TextField(_("error"), blank=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("created by"),
+    )
+
+    class Meta:
+        verbose_name = _("contact import")
+        verbose_name_plural = _("contact imports")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.original_name or self.source_file.name} ({self.get_status_display()})"
+
+    @property
+    def progress_percent(self) -> int:
+        if not self.total_rows:
+            return 100 if self.status == ImportStatus.COMPLETED else 0
+        return min(100, round(100 * self.processed_rows / self.total_rows))
+
+
+class ImportRejection(models.Model):
+    """One rejected row of an import, with its line number and the reason."""
+
+    contact_import = models.ForeignKey(
+        ContactImport, on_delete=models.CASCADE, related_name="rejections"
+    )
+    line_number = models.PositiveIntegerField(_("line"))
+    reason = models.CharField(_("reason"), max_length=500)
+    raw = models.JSONField(_("row"), default=dict)
+
+    class Meta:
+        verbose_name = _("rejected row")
+        verbose_name_plural = _("rejected rows")
+        ordering = ["line_number"]
+
+    def __str__(self) -> str:
+        return f"{self.line_number}: {self.reason}"

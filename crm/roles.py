@@ -1,0 +1,63 @@
+"""The roles of DESIGN.md as Django groups, and the model permissions each one holds.
+
+Synchronised after every `migrate` (see CrmConfig.ready) and by `manage.py setup_roles`, so a
+permission added by a later migration reaches its role without a manual step. Permissions are
+named as strings: crm must not import the apps to its right.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+MARKETING = "marketing"
+EDITOR = "editor"
+REVIEWER_EDITORIAL = "reviewer_editorial"
+REVIEWER_LEGAL = "reviewer_legal"
+REVIEWER_MEDICAL = "reviewer_medical"
+AGENT = "agent"
+AUDITOR = "auditor"
+
+ALL_ROLES: Final = (
+    MARKETING,
+    EDITOR,
+    REVIEWER_EDITORIAL,
+    REVIEWER_LEGAL,
+    REVIEWER_MEDICAL,
+    AGENT,
+    AUDITOR,
+)
+
+# Apps whose every view_* permission the auditor holds (read everything, change nothing).
+AUDITED_APPS: Final = ("crm", "consent", "approvals", "messaging")
+
+
+def _crud(model: str, app: str = "crm") -> list[str]:
+    return [f"{app}.{verb}_{model}" for verb in ("view", "add", "change", "delete")]
+
+
+ROLE_PERMISSIONS: Final[dict[str, list[str]]] = {
+    MARKETING: [
+        "crm.view_team",
+        *_crud("contact"),
+        *_crud("contactpoint"),
+        *_crud("tag"),
+        *_crud("segment"),
+        "crm.view_contactimport",
+        "crm.add_contactimport",
+        "crm.view_importrejection",
+    ],
+    EDITOR: ["crm.view_team", "crm.view_contact", "crm.view_tag", "crm.view_segment"],
+    REVIEWER_EDITORIAL: ["crm.view_team"],
+    REVIEWER_LEGAL: ["crm.view_team"],
+    REVIEWER_MEDICAL: ["crm.view_team"],
+    AGENT: [
+        "crm.view_team",
+        "crm.view_contact",
+        "crm.change_contact",
+        "crm.view_contactpoint",
+        "crm.add_contactpoint",
+        "crm.change_contactpoint",
+        "crm.view_tag",
+    ],
+    AUDITOR: ["crm.view_all_teams"],
+}

@@ -1,0 +1,126 @@
+"""Reads: what a user may see, scoped before anything else (outsiders get 404, not 403)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import Prefetch, QuerySet
+from guardian.shortcuts import get_objects_for_user, get_users_with_perms
+
+from crm.models import Contact, ContactImport, ContactPoint, Segment, Tag, Team
+from crm.segments import rules_to_q, validate_rules
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+    AnyUser = AbstractBaseUser | AnonymousUser
+
+TEAM_ACCESS_PERM = "crm.access_team"
+VIEW_ALL_TEAMS_PERM = "crm.view_all_teams"
+
+
+def user_sees_all_teams(user: AnyUser) -> bool:
+    return bool(user.is_active and (user.is_superuser or user.has_perm(VIEW_ALL_TEAMS_PERM)))
+
+
+def member_team_ids(user: AnyUser) -> list[int]:
+    """Ids of the teams the user belongs to (guardian object permission on Team).
+
+    Memoised on the user object: a request asks this many times and the answer cannot change
+    within it.
+    """
+    if not user.is_authenticated or not user.is_active:
+        return []
+    cached = getattr(user, "_crm_member_team_ids", None)
+    if cached is None:
+        if user.is_superuser:
+            cached = list(Team.objects.values_list("id", flat=True))
+        else:
+            teams = get_objects_for_user(
+                user, TEAM_ACCESS_PERM, klass=Team, accept_global_perms=False
+            )
+            cached = list(teams.values_list("id", flat=True))
+        user._crm_member_team_ids = cached
+    return cached
+
+
+def visible_team_ids(user: AnyUser) -> list[int]:
+    """Teams whose data the user may read: their own, or all for auditors and superusers."""
+    if user_sees_all_teams(user):
+        cached = getattr(user, "_crm_visible_team_ids", None)
+        if cached is None:
+            cached = list(Team.objects.values_list("id", flat=True))
+            user._crm_visible_team_ids = cached
+        return cached
+    return member_team_ids(user)
+
+
+def user_may_write(user: AnyUser, perm: str, team: Team | int) -> bool:
+    """Model permission (the role) plus membership of the owning team (the ownership)."""
+    team_id = team if isinstance(team, int) else team.pk
+    return bool(user.has_perm(perm) and team_id in member_team_ids(user))
+
+
+def teams_visible_to(user: AnyUser) -> QuerySet[Team]:
+    return Team.objects.filter(id__in=visible_team_ids(user))
+
+
+def teams_writable_by(user: AnyUser) -> QuerySet[Team]:
+    return Team.objects.filter(id__in=member_team_ids(user))
+
+
+def team_members(team: Team) -> QuerySet:
+    return get_users_with_perms(
+        team, only_with_perms_in=["access_team"], with_superusers=False, with_group_users=False
+    )
+
+
+def contacts_visible_to(user: AnyUser) -> QuerySet[Contact]:
+    return (
+        Contact.objects.filter(team_id__in=visible_team_ids(user))
+        .select_related("team")
+        .prefetch_related(
+            Prefetch(
+                "points", queryset=ContactPoint.objects.order_by("channel", "-is_primary", "id")
+            ),
+            Prefetch("tags", queryset=Tag.objects.order_by("name")),
+        )
+    )
+
+
+def contact_points_visible_to(user: AnyUser) -> QuerySet[ContactPoint]:
+    return ContactPoint.objects.filter(team_id__in=visible_team_ids(user)).select_related(
+        "contact", "team"
+    )
+
+
+def tags_visible_to(user: AnyUser) -> QuerySet[Tag]:
+    return Tag.objects.filter(team_id__in=visible_team_ids(user)).select_related("team")
+
+
+def segments_visible_to(user: AnyUser) -> QuerySet[Segment]:
+    return Segment.objects.filter(team_id__in=visible_team_ids(user)).select_related(
+        "team", "created_by"
+    )
+
+
+def imports_visible_to(user: AnyUser) -> QuerySet[ContactImport]:
+    return ContactImport.objects.filter(team_id__in=visible_team_ids(user)).select_related(
+        "team", "created_by"
+    )
+
+
+def segment_contacts(segment: Segment) -> QuerySet[Contact]:
+    """The segment's contacts as one SQL query (rules compiled to a WHERE clause)."""
+    validate_rules(segment.rules)
+    return Contact.objects.filter(team_id=segment.team_id).filter(
+        rules_to_q(segment.rules, segment.team_id)
+    )
+
+
+def segment_preview(segment: Segment, *, sample_size: int = 10) -> dict[str, Any]:
+    contacts = segment_contacts(segment)
+    return {
+        "count": contacts.count(),
+        "sample": list(contacts.order_by("-created_at", "-id")[:sample_size]),
+    }
