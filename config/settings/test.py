@@ -13,3 +13,5 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}
 MEDIA_ROOT = BASE_DIR / "var" / "test-media"
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+# Do not scan STATIC_ROOT at start-up: tests never run collectstatic.
+WHITENOISE_AUTOREFRESH = True
