@@ -148,10 +148,10 @@ def protect_ledger_table(table: str) -> migrations.RunPython:
 
     def forward(apps: Any, schema_editor: Any) -> None:
         if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(forward_sql)
+            schema_editor.execute(forward_sql, params=None)
 
     def backward(apps: Any, schema_editor: Any) -> None:
         if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(backward_sql)
+            schema_editor.execute(backward_sql, params=None)
 
     return migrations.RunPython(forward, backward)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import zoneinfo
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models import Exists, OuterRef, Q
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
+
+from crm.hashing import address_hash
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -188,6 +190,10 @@ class Contact(TimeStampedModel):
         help_text=_("The contact's id in an ERP or other CRM; unique within the team."),
     )
     tags = models.ManyToManyField(Tag, blank=True, related_name="contacts", verbose_name=_("tags"))
+    # GDPR Art. 18: kept, but not processed (the send gate refuses). Set by consent services.
+    is_restricted = models.BooleanField(_("processing restricted"), default=False, editable=False)
+    # Set when personal data was pseudonymised on request (Art. 17); the row stays as proof.
+    erased_at = models.DateTimeField(_("erased at"), null=True, blank=True, editable=False)
 
     history = HistoricalRecords(excluded_fields=["updated_at"])
     objects = ContactQuerySet.as_manager()
@@ -227,6 +233,8 @@ class ContactPoint(TimeStampedModel):
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="+", editable=False)
     channel = models.CharField(_("channel"), max_length=16, choices=Channel)
     address = models.CharField(_("address"), max_length=254)
+    # SHA-256 of the normalised address: joins the suppression list in SQL, survives erasure.
+    address_hash = models.CharField(max_length=64, editable=False, db_index=True, default="")
     is_primary = models.BooleanField(_("primary"), default=True)
 
     history = HistoricalRecords(excluded_fields=["updated_at"])
@@ -244,6 +252,10 @@ class ContactPoint(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.get_channel_display()}: {self.address}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.address_hash = address_hash(self.address)
+        super().save(*args, **kwargs)
 
 
 class Segment(TimeStampedModel):
@@ -290,6 +302,19 @@ class ImportStatus(models.TextChoices):
     FAILED = "failed", _("Failed")
 
 
+# The lifecycle of an import; crm.imports is the only writer of ContactImport.status.
+# RUNNING -> RUNNING and FAILED -> RUNNING are re-runs: they resume after the last committed batch.
+IMPORT_TRANSITIONS: dict[str, frozenset[str]] = {
+    ImportStatus.UPLOADED: frozenset({ImportStatus.QUEUED}),
+    ImportStatus.QUEUED: frozenset({ImportStatus.RUNNING, ImportStatus.FAILED}),
+    ImportStatus.RUNNING: frozenset(
+        {ImportStatus.RUNNING, ImportStatus.COMPLETED, ImportStatus.FAILED}
+    ),
+    ImportStatus.FAILED: frozenset({ImportStatus.RUNNING}),
+    ImportStatus.COMPLETED: frozenset(),
+}
+
+
 class ContactImport(TimeStampedModel):
     """One CSV/XLSX import: its file, progress, counts and the rejected-rows report."""
 
@@ -299,7 +324,17 @@ class ContactImport(TimeStampedModel):
     source_file = models.FileField(_("file"), upload_to="imports/%Y/%m/")
     original_name = models.CharField(_("original file name"), max_length=255, blank=True)
     status = models.CharField(
-        _("status"), max_length=16, choices=ImportStatus, default=ImportStatus.UPLOADED
+        _("status"),
+        max_length=16,
+        choices=ImportStatus,
+        default=ImportStatus.UPLOADED,
+        editable=False,
+    )
+    # The header row as read (its order is the report's column order) and the columns that
+    # matched nothing, reported once instead of once per row.
+    columns = models.JSONField(_("columns"), default=list, blank=True, editable=False)
+    unknown_columns = models.JSONField(
+        _("ignored columns"), default=list, blank=True, editable=False
     )
     total_rows = models.PositiveIntegerField(_("rows in file"), null=True, blank=True)
     processed_rows = models.PositiveIntegerField(_("rows processed"), default=0)
@@ -351,6 +386,11 @@ class ImportRejection(models.Model):
         verbose_name = _("rejected row")
         verbose_name_plural = _("rejected rows")
         ordering = ["line_number"]
+        indexes = [
+            models.Index(
+                fields=["contact_import", "line_number"], name="crm_importrejection_line"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.line_number}: {self.reason}"

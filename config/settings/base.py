@@ -172,6 +172,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One schema name per shared choice set (e.g. `channel` and `preferred_channel`).
+    "ENUM_NAME_OVERRIDES": {
+        "ChannelEnum": "crm.models.Channel",
+        "LanguageEnum": "crm.models.Language",
+    },
 }
 
 CACHES = {
@@ -188,3 +193,14 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Public address of this site, used in links sent to contacts (double opt-in, unsubscribe).
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+# Double opt-in: how long a confirmation link is valid, and how many requests per day a
+# contact may receive for one purpose and channel.
+CONSENT_OPT_IN_TTL_HOURS = env.int("CONSENT_OPT_IN_TTL_HOURS", default=72)
+CONSENT_OPT_IN_MAX_PER_DAY = env.int("CONSENT_OPT_IN_MAX_PER_DAY", default=3)
+# Who delivers double opt-in confirmations (dotted path to a callable(request, token)).
+CONSENT_CONFIRMATION_SENDER = env.str(
+    "CONSENT_CONFIRMATION_SENDER", default="consent.confirmation.send_confirmation"
+)

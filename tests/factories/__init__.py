@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from tests.factories.consent import ConsentTextFactory, PurposeFactory
 from tests.factories.crm import (
     ContactFactory,
     ContactPointFactory,
@@ -10,8 +11,10 @@ from tests.factories.crm import (
 )
 
 __all__ = [
+    "ConsentTextFactory",
     "ContactFactory",
     "ContactPointFactory",
+    "PurposeFactory",
     "SegmentFactory",
     "TagFactory",
     "TeamFactory",
