@@ -19,7 +19,7 @@ install: $(STAMP)
 ## Set up the embedded default (SQLite, eager Celery, console provider), load demo data, serve.
 demo: install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo
+	$(PY) manage.py seed_demo --base-url http://$(DEMO_ADDR)
 	DJANGO_DEBUG=true $(PY) manage.py runserver $(DEMO_ADDR)
 
 ## Set up and run every check and the whole test suite.
