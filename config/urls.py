@@ -10,6 +10,7 @@ admin.site.site_title = "Dialog CRM"
 
 api_v1 = [
     path("", include("crm.api.urls")),
+    path("", include("consent.api.urls")),
 ]
 
 urlpatterns = [
@@ -18,6 +19,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("", include("consent.urls")),
 ]
 
 if settings.DEBUG:

@@ -387,9 +387,7 @@ class ImportRejection(models.Model):
         verbose_name_plural = _("rejected rows")
         ordering = ["line_number"]
         indexes = [
-            models.Index(
-                fields=["contact_import", "line_number"], name="crm_importrejection_line"
-            )
+            models.Index(fields=["contact_import", "line_number"], name="crm_importrejection_line")
         ]
 
     def __str__(self) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import ProtectedError, QuerySet
 from django.utils.text import slugify
 from django.utils.translation import gettext_lazy as _
 from guardian.shortcuts import assign_perm, remove_perm
@@ -153,8 +153,14 @@ def contact_create(
 
 @transaction.atomic
 def contact_update(
-    *, contact: Contact, actor: AbstractBaseUser | None, reason: str = "", **fields: Any
+    *,
+    contact: Contact,
+    actor: AbstractBaseUser | None,
+    reason: str = "",
+    tags: Iterable[Tag] | None = None,
+    **fields: Any,
 ) -> Contact:
+    """Change a contact's fields and, when `tags` is given, replace its tags (same team only)."""
     _ensure_may(actor, "crm.change_contact", contact.team_id)
     cleaned = _clean_contact_fields(fields)
     if "external_id" in cleaned:
@@ -164,6 +170,8 @@ def contact_update(
     contact.full_clean(exclude=["team", "tags"])
     _history_user(contact, actor, reason)
     contact.save()
+    if tags is not None:
+        contact_tags_set(contact=contact, tags=tags)
     return contact
 
 
@@ -260,9 +268,19 @@ def contact_point_remove(*, point: ContactPoint, actor: AbstractBaseUser | None)
 
 @transaction.atomic
 def contact_delete(*, contact: Contact, actor: AbstractBaseUser | None) -> None:
+    """Delete a contact that has no proof attached; one with a ledger must be erased instead."""
     _ensure_may(actor, "crm.delete_contact", contact.team_id)
     _history_user(contact, actor)
-    contact.delete()
+    try:
+        with transaction.atomic():
+            contact.delete()
+    except ProtectedError as exc:
+        raise ContactInvalid(
+            _(
+                "This contact has a consent or message history that must be kept as proof. "
+                "Use an erasure request to remove the personal data instead."
+            )
+        ) from exc
 
 
 @transaction.atomic
@@ -281,6 +299,13 @@ def tag_create(*, team: Team, name: str, actor: AbstractBaseUser | None) -> Tag:
 def tag_get_or_create(*, team: Team, name: str) -> Tag:
     tag, _created = Tag.objects.get_or_create(team=team, name=name.strip())
     return tag
+
+
+@transaction.atomic
+def tag_delete(*, tag: Tag, actor: AbstractBaseUser | None) -> None:
+    """Delete a tag; contacts simply lose it, and segment rules naming it match nobody."""
+    _ensure_may(actor, "crm.delete_tag", tag.team_id)
+    tag.delete()
 
 
 @transaction.atomic
@@ -381,6 +406,13 @@ def segment_update(*, segment: Segment, actor: AbstractBaseUser | None, **fields
     _history_user(segment, actor)
     segment.save()
     return segment
+
+
+@transaction.atomic
+def segment_delete(*, segment: Segment, actor: AbstractBaseUser | None) -> None:
+    _ensure_may(actor, "crm.delete_segment", segment.team_id)
+    _history_user(segment, actor)
+    segment.delete()
 
 
 def roles_sync(*, using: str = "default") -> dict[str, int]:

@@ -204,3 +204,20 @@ CONSENT_OPT_IN_MAX_PER_DAY = env.int("CONSENT_OPT_IN_MAX_PER_DAY", default=3)
 CONSENT_CONFIRMATION_SENDER = env.str(
     "CONSENT_CONFIRMATION_SENDER", default="consent.confirmation.send_confirmation"
 )
+# Consent validity (consent.tasks): expire consents past their validity every hour, and once a
+# day ask contacts to reconfirm consents that expire within their purpose's reconfirmation window.
+CELERY_BEAT_SCHEDULE["consent-expire"] = {
+    "task": "consent.tasks.expire_consents",
+    "schedule": 60 * 60,
+}
+CELERY_BEAT_SCHEDULE["consent-request-reconfirmations"] = {
+    "task": "consent.tasks.request_reconfirmations",
+    "schedule": 24 * 60 * 60,
+}
+# Retention (consent.tasks.apply_retention): once a day, apply every active RetentionPolicy
+# (blank old consent evidence, pseudonymise or delete inactive contacts, old message bodies)
+# and record a RetentionRun per policy. Policies are edited in the admin, not here.
+CELERY_BEAT_SCHEDULE["consent-apply-retention"] = {
+    "task": "consent.tasks.apply_retention",
+    "schedule": 24 * 60 * 60,
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from consent.services.collect import consent_collect, suppression_add_manual
 from consent.services.double_opt_in import (
     OptInRateLimited,
     OptInTokenInvalid,
@@ -12,6 +13,7 @@ from consent.services.double_opt_in import (
     opt_in_send_confirmation,
     opt_in_token,
 )
+from consent.services.expiry import consents_expire_due, consents_request_reconfirmation
 from consent.services.inbound import InboundConsentOutcome, consent_inbound_message
 from consent.services.ledger import (
     ConsentInvalid,
@@ -21,16 +23,89 @@ from consent.services.ledger import (
     is_suppressed,
     suppression_add,
 )
+from consent.services.retention import (
+    CONTACT_ACTIVITY_SOURCES,
+    RETENTION_HANDLERS,
+    retention_apply,
+)
+from consent.services.reviews import (
+    ReviewClosed,
+    ReviewInvalid,
+    withdrawal_review_confirm,
+    withdrawal_review_dismiss,
+)
+from consent.services.subjects import (
+    ACCESS_EXPORT_SECTIONS,
+    ERASURE_HOOKS,
+    IdentityNotVerified,
+    SubjectRequestClosed,
+    SubjectRequestInvalid,
+    contact_access_export,
+    contact_erase,
+    contact_object,
+    contact_restrict,
+    contact_restriction_lift,
+    dsr_execute,
+    dsr_open,
+    dsr_reject,
+    dsr_verify_identity,
+)
+from consent.services.texts import (
+    ConsentTextInvalid,
+    PurposeInvalid,
+    consent_text_publish,
+    consent_text_validate,
+    purpose_create,
+    purpose_fields_validate,
+    purpose_update,
+)
+from consent.services.unsubscribe import (
+    UnsubscribeTarget,
+    UnsubscribeTokenInvalid,
+    unsubscribe_apply,
+    unsubscribe_headers,
+    unsubscribe_is_withdrawn,
+    unsubscribe_target,
+    unsubscribe_token,
+    unsubscribe_url,
+)
 
 __all__ = [
+    "ACCESS_EXPORT_SECTIONS",
+    "CONTACT_ACTIVITY_SOURCES",
+    "ERASURE_HOOKS",
+    "RETENTION_HANDLERS",
     "ConsentInvalid",
+    "ConsentTextInvalid",
     "Evidence",
     "EvidenceMissing",
+    "IdentityNotVerified",
     "InboundConsentOutcome",
     "OptInRateLimited",
     "OptInTokenInvalid",
+    "PurposeInvalid",
+    "ReviewClosed",
+    "ReviewInvalid",
+    "SubjectRequestClosed",
+    "SubjectRequestInvalid",
+    "UnsubscribeTarget",
+    "UnsubscribeTokenInvalid",
+    "consent_collect",
     "consent_inbound_message",
     "consent_record",
+    "consent_text_publish",
+    "consent_text_validate",
+    "consents_expire_due",
+    "consents_request_reconfirmation",
+    "contact_access_export",
+    "contact_erase",
+    "contact_object",
+    "contact_restrict",
+    "contact_restriction_lift",
+    "dsr_execute",
+    "dsr_open",
+    "dsr_reject",
+    "dsr_verify_identity",
     "is_suppressed",
     "opt_in_confirm",
     "opt_in_open_request",
@@ -38,5 +113,18 @@ __all__ = [
     "opt_in_request_from_token",
     "opt_in_send_confirmation",
     "opt_in_token",
+    "purpose_create",
+    "purpose_fields_validate",
+    "purpose_update",
+    "retention_apply",
     "suppression_add",
+    "suppression_add_manual",
+    "unsubscribe_apply",
+    "unsubscribe_headers",
+    "unsubscribe_is_withdrawn",
+    "unsubscribe_target",
+    "unsubscribe_token",
+    "unsubscribe_url",
+    "withdrawal_review_confirm",
+    "withdrawal_review_dismiss",
 ]

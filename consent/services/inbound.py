@@ -16,6 +16,7 @@ from consent import keywords
 from consent.models import (
     Consent,
     ConsentAction,
+    ConsentEvent,
     ConsentSource,
     ConsentStatus,
     Purpose,
@@ -48,6 +49,12 @@ def _purposes_on_channel(contact: Contact, channel: str) -> list[Purpose]:
     ]
 
 
+def _now_granted(event: ConsentEvent) -> bool:
+    """Whether the grant decides the state now; a late, older one is only recorded, and on a
+    double opt-in channel a grant without confirmation only makes it pending."""
+    return Consent.objects.filter(last_event=event, status=ConsentStatus.GRANTED).exists()
+
+
 def _evidence(text: str, message_ref: str) -> Evidence:
     return Evidence(message_text=text, inbound_message_ref=message_ref)
 
@@ -78,9 +85,9 @@ def _grant_back(
     withdrawn = Consent.objects.filter(
         contact=contact, channel=channel, status=ConsentStatus.WITHDRAWN
     ).select_related("purpose")
-    purposes = [consent.purpose for consent in withdrawn if consent.purpose.is_active]
-    for purpose in purposes:
-        consent_record(
+    granted: list[Purpose] = []
+    for purpose in [consent.purpose for consent in withdrawn if consent.purpose.is_active]:
+        event = consent_record(
             contact=contact,
             purpose=purpose,
             channel=channel,
@@ -89,7 +96,9 @@ def _grant_back(
             evidence=_evidence(text, message_ref),
             occurred_at=occurred_at,
         )
-    return purposes
+        if _now_granted(event):
+            granted.append(purpose)
+    return granted
 
 
 def _reply(contact: Contact, kind: str, purposes: list[Purpose]) -> str:
@@ -158,7 +167,7 @@ def consent_inbound_message(
         )
         return InboundConsentOutcome("pending", [purpose], _reply(contact, "pending", [purpose]))
     if purpose is not None:
-        consent_record(
+        event = consent_record(
             contact=contact,
             purpose=purpose,
             channel=channel,
@@ -167,7 +176,9 @@ def consent_inbound_message(
             evidence=_evidence(text, message_ref),
             occurred_at=occurred_at,
         )
-        return InboundConsentOutcome("grant", [purpose], _reply(contact, "grant", [purpose]))
+        # A keyword older than a withdrawal that already arrived must not claim a subscription.
+        granted = [purpose] if _now_granted(event) else []
+        return InboundConsentOutcome("grant", granted, _reply(contact, "grant", granted))
 
     phrase = keywords.withdrawal_phrase(text)
     if phrase:

@@ -31,7 +31,7 @@ from crm import selectors as crm_selectors
 from crm.errors import DomainError, PermissionRefused
 from crm.hashing import address_hash
 from crm.ledger import GENESIS_HASH
-from crm.models import Contact, Team
+from crm.models import Channel, Contact, Team
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -104,13 +104,16 @@ def _validate(
         raise ConsentInvalid(_("Unknown source “%(v)s”.") % {"v": source}, field="source")
     if purpose.team_id != contact.team_id:
         raise ConsentInvalid(_("The purpose belongs to another team."), field="purpose")
-    if channel not in (purpose.allowed_channels or []):
+    if channel not in Channel.values:
+        raise ConsentInvalid(_("Unknown channel “%(v)s”.") % {"v": channel}, field="channel")
+    granting = action in (ConsentAction.GRANTED, ConsentAction.CONFIRMED, ConsentAction.REQUESTED)
+    # Withdrawing is always possible (Art. 7(3)), even after a purpose dropped the channel.
+    if granting and channel not in (purpose.allowed_channels or []):
         raise ConsentInvalid(
             _("“%(purpose)s” may not be collected on %(channel)s.")
             % {"purpose": purpose.name, "channel": channel},
             field="channel",
         )
-    granting = action in (ConsentAction.GRANTED, ConsentAction.CONFIRMED, ConsentAction.REQUESTED)
     if granting and not purpose.is_active:
         raise ConsentInvalid(_("This purpose is no longer active."), field="purpose")
     if granting and contact.erased_at is not None:

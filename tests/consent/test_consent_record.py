@@ -264,3 +264,23 @@ def test_unknown_action_or_source_is_refused(contact, purpose):
                 evidence=Evidence(consent_text=ConsentTextFactory(purpose=purpose)),
             )
     assert _nothing_written()
+
+
+def test_contact_with_consent_history_cannot_be_deleted(contact, purpose, marketing):
+    from crm.services import ContactInvalid, contact_delete
+
+    grant_consent(contact, purpose)
+    with pytest.raises(ContactInvalid, match="erasure"):
+        contact_delete(contact=contact, actor=marketing)
+    assert ConsentEvent.objects.filter(contact=contact).count() == 1
+
+
+def test_withdrawal_is_accepted_after_the_purpose_dropped_the_channel(contact, team):
+    purpose = PurposeFactory(team=team, allowed_channels=["email", "sms"])
+    grant_consent(contact, purpose, "sms")
+    purpose.allowed_channels = ["email"]
+    purpose.save()
+    withdraw_consent(contact, purpose, "sms")
+    assert state(contact, purpose, "sms").status == ConsentStatus.WITHDRAWN
+    with pytest.raises(ConsentInvalid):
+        withdraw_consent(contact, purpose, "fax")

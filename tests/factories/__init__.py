@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from tests.factories.consent import ConsentTextFactory, PurposeFactory
+from tests.factories.consent import (
+    ConsentTextFactory,
+    DataSubjectRequestFactory,
+    PurposeFactory,
+)
 from tests.factories.crm import (
     ContactFactory,
     ContactPointFactory,
@@ -14,6 +18,7 @@ __all__ = [
     "ConsentTextFactory",
     "ContactFactory",
     "ContactPointFactory",
+    "DataSubjectRequestFactory",
     "PurposeFactory",
     "SegmentFactory",
     "TagFactory",

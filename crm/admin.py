@@ -1,0 +1,1146 @@
+"""Admin of the crm app: teams, contacts with their addresses, tags, segments and profiles.
+
+Thin by design: querysets come from `crm.selectors` (so other teams' rows are 404), forms only
+check input early so errors land on the right field, and every write goes through
+`crm.services`, which checks role and team again. Import screens live in admin_imports.
+"""
+
+from __future__ import annotations
+
+# Import screens live in their own module; importing it registers them.
+from crm import admin_imports  # noqa: F401
+
+# isort: split
+import re
+import zoneinfo
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.widgets import FilteredSelectMultiple
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Count, Model, QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
+from simple_history.admin import SimpleHistoryAdmin
+
+from crm import selectors, services
+from crm.addresses import AddressInvalid, normalise_address, normalise_phone
+from crm.admin_base import TeamScopedAdminMixin, report_domain_error
+from crm.errors import DomainError, PermissionRefused
+from crm.exports import csv_response
+from crm.models import Channel, Contact, ContactPoint, Segment, Tag, Team, UserProfile
+from crm.segments import SegmentRulesInvalid, validate_rules
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from django.db.models import Field
+    from django.forms import Form, ModelForm
+
+# How many selected contacts an intermediate action page lists by name.
+ACTION_PAGE_SAMPLE = 20
+# Contacts are exported in chunks so prefetching stays bounded on large selections.
+EXPORT_CHUNK_SIZE = 500
+# Search terms that look like a phone number are also looked up in E.164.
+PHONE_LIKE = re.compile(r"^\+?[\d\s()/.-]{6,}$")
+
+
+def _adopt(target: Model, saved: Model) -> None:
+    """Give the admin's unsaved instance the identity of the row a service created.
+
+    Django admin keeps using the instance it passed to save_model (for inlines, the log and
+    the redirect), while services build and return their own.
+    """
+    for field in saved._meta.concrete_fields:
+        setattr(target, field.attname, getattr(saved, field.attname))
+    target._state.adding = False
+    target._state.db = saved._state.db
+
+
+@cache
+def _time_zone_choices() -> list[tuple[str, str]]:
+    return [(name, name) for name in sorted(zoneinfo.available_timezones())]
+
+
+class ServiceAdminMixin:
+    """Out-of-scope objects are 404, and a refusal a form could not foresee becomes a message.
+
+    Forms check input up front; a service can still refuse (another writer was faster). The
+    changeform runs in a transaction, so by the time the error arrives here nothing is saved.
+    """
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Any:
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            # Django would redirect with "perhaps it was deleted"; the API answers 404, so do we.
+            raise Http404(gettext("Not found."))
+        return obj
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except PermissionRefused as error:
+            raise PermissionDenied(error.message) from error
+        except DomainError as error:
+            report_domain_error(request, error)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except PermissionRefused as error:
+            raise PermissionDenied(error.message) from error
+        except DomainError as error:
+            report_domain_error(request, error)
+            return HttpResponseRedirect(request.get_full_path())
+
+
+def _delete_each(queryset: QuerySet, delete: Callable[[Any], None]) -> None:
+    """Bulk delete through the service, all or nothing.
+
+    Django's "delete selected" already refused protected rows and missing permissions; a
+    refusal that still arrives here is answered 403 with nothing deleted.
+    """
+    try:
+        with transaction.atomic():
+            for obj in queryset:
+                delete(obj)
+    except DomainError as error:
+        raise PermissionDenied(error.message) from error
+
+
+class ScopedHistoryMixin:
+    """simple-history's views look objects up without the admin queryset; scope them here.
+
+    Reverting is switched off: it would write past the services (and past inline addresses).
+    """
+
+    def _history_in_scope(self, request: HttpRequest, object_id: str) -> bool:
+        pk = unquote(object_id)
+        try:
+            if self.get_queryset(request).filter(pk=pk).exists():
+                return True
+            # A deleted object: visible if its last known team is.
+            last = self.model.history.filter(id=pk).order_by("-history_date").first()
+        except (ValueError, ValidationError):
+            return False
+        return last is not None and last.team_id in selectors.visible_team_ids(request.user)
+
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self._history_in_scope(request, object_id):
+            raise Http404(gettext("Not found."))
+        return super().history_view(request, object_id, extra_context)
+
+    def history_form_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        version_id: str,
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        if not self._history_in_scope(request, object_id):
+            raise Http404(gettext("Not found."))
+        if request.method == "POST":
+            raise PermissionDenied
+        return super().history_form_view(request, object_id, version_id, extra_context)
+
+    def revert_disabled(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True
+
+
+class VisibleTeamFilter(admin.RelatedFieldListFilter):
+    """The team filter offers only teams the user may see."""
+
+    def field_choices(self, field: Field, request: HttpRequest, model_admin: Any) -> list:
+        return field.get_choices(
+            include_blank=False,
+            ordering=self.field_admin_ordering(field, request, model_admin),
+            limit_choices_to={"pk__in": selectors.visible_team_ids(request.user)},
+        )
+
+
+class VisibleTagFilter(admin.SimpleListFilter):
+    title = _("tag")
+    parameter_name = "tag"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        tags = selectors.tags_visible_to(request.user).order_by("name", "team__name")
+        several_teams = len(selectors.visible_team_ids(request.user)) > 1
+        return [
+            (str(tag.pk), f"{tag.name} ({tag.team})" if several_teams else tag.name) for tag in tags
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value and value.isdigit():
+            return queryset.filter(tags__id=int(value))
+        return queryset
+
+
+class HasChannelFilter(admin.SimpleListFilter):
+    title = _("reachable on")
+    parameter_name = "channel"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return list(Channel.choices)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in Channel.values:
+            return queryset.with_channel(self.value())
+        return queryset
+
+
+class TeamForm(forms.ModelForm):
+    members = forms.ModelMultipleChoiceField(
+        queryset=get_user_model().objects.none(),
+        required=False,
+        label=_("members"),
+        widget=FilteredSelectMultiple(_("members"), is_stacked=False),
+        help_text=_("Members work with this team's data, as far as their role allows."),
+    )
+    default_time_zone = forms.ChoiceField(choices=_time_zone_choices, label=_("default time zone"))
+
+    class Meta:
+        model = Team
+        fields = ["name", "slug", "default_language", "default_time_zone", "is_active"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["members"].queryset = (
+            get_user_model().objects.filter(is_active=True).order_by("username")
+        )
+        if self.instance.pk:
+            self.fields["members"].initial = list(selectors.team_members(self.instance))
+
+
+@admin.register(Team)
+class TeamAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    """Only superusers create teams and set members; everyone else reads their visible teams."""
+
+    form = TeamForm
+    list_display = ("name", "slug", "default_language", "default_time_zone", "is_active")
+    list_filter = ("is_active",)
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
+        return super().get_queryset(request).filter(id__in=selectors.visible_team_ids(request.user))
+
+    def get_fields(self, request: HttpRequest, obj: Team | None = None) -> list[str]:
+        fields = ["name", "slug", "default_language", "default_time_zone", "is_active"]
+        return [*fields, "members" if request.user.is_superuser else "member_list"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Team | None = None) -> tuple:
+        return () if request.user.is_superuser else ("member_list",)
+
+    def get_prepopulated_fields(self, request: HttpRequest, obj: Team | None = None) -> dict:
+        return self.prepopulated_fields if request.user.is_superuser else {}
+
+    @admin.display(description=_("members"))
+    def member_list(self, team: Team) -> str:
+        return ", ".join(user.get_username() for user in selectors.team_members(team))
+
+    def has_view_permission(self, request: HttpRequest, obj: Team | None = None) -> bool:
+        if request.user.is_superuser:
+            return True
+        if not request.user.has_perm("crm.view_team"):
+            return False
+        return obj is None or obj.pk in selectors.visible_team_ids(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request: HttpRequest, obj: Team | None = None) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Team | None = None) -> bool:
+        return request.user.is_superuser
+
+    def save_model(self, request: HttpRequest, obj: Team, form: TeamForm, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        fields = {name: form.cleaned_data[name] for name in TeamForm.Meta.fields}
+        _adopt(obj, services.team_create(**fields))
+
+    def save_related(
+        self, request: HttpRequest, form: TeamForm, formsets: list, change: bool
+    ) -> None:
+        super().save_related(request, form, formsets, change)
+        if "members" in form.cleaned_data:
+            services.team_members_set(team=form.instance, users=form.cleaned_data["members"])
+
+
+class TagChoiceField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj: Tag) -> str:
+        return f"{obj.name} ({obj.team})"
+
+
+class ContactForm(forms.ModelForm):
+    time_zone = forms.ChoiceField(choices=_time_zone_choices, label=_("time zone"))
+
+    class Meta:
+        model = Contact
+        fields = [
+            "team",
+            "salutation",
+            "first_name",
+            "last_name",
+            "language",
+            "time_zone",
+            "organisation",
+            "profession",
+            "preferred_channel",
+            "attributes",
+            "external_id",
+            "tags",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "attributes" in self.fields:
+            # Compare with the saved value, not a hidden copy: decides whether the contact changed.
+            self.fields["attributes"].show_hidden_initial = False
+        if self.instance.pk and "tags" in self.fields:
+            self.fields["tags"].queryset = self.fields["tags"].queryset.filter(
+                team_id=self.instance.team_id
+            )
+
+    def _team_id(self) -> int | None:
+        if "team" in self.fields:
+            team = self.cleaned_data.get("team")
+            return team.pk if team else None
+        return self.instance.team_id
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        team_id = self._team_id()
+        if team_id is None:
+            return cleaned
+        foreign = [tag.name for tag in cleaned.get("tags") or () if tag.team_id != team_id]
+        if foreign:
+            self.add_error(
+                "tags",
+                _("Tags of another team cannot be used: %(tags)s.") % {"tags": ", ".join(foreign)},
+            )
+        external_id = (cleaned.get("external_id") or "").strip() or None
+        if external_id and "external_id" in self.fields:
+            taken = Contact.objects.filter(team_id=team_id, external_id=external_id)
+            if taken.exclude(pk=self.instance.pk).exists():
+                self.add_error(
+                    "external_id",
+                    _("Another contact of this team already has the external id “%(id)s”.")
+                    % {"id": external_id},
+                )
+        return cleaned
+
+
+class ContactPointForm(forms.ModelForm):
+    """Normalises the address with the same function the services use, so errors show here."""
+
+    class Meta:
+        model = ContactPoint
+        fields = ["channel", "address", "is_primary"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.instance.pk and "channel" in self.changed_data:
+            self.add_error(
+                "channel",
+                _("The channel of a saved address cannot change; delete it and add a new one."),
+            )
+            return cleaned
+        channel, address = cleaned.get("channel"), cleaned.get("address")
+        if channel and address:
+            try:
+                cleaned["address"] = normalise_address(channel, address)
+            except AddressInvalid as error:
+                self.add_error("address", error.message)
+        return cleaned
+
+
+class ContactPointFormSet(BaseInlineFormSet):
+    """Refuses an address twice in the form or already used in the team, before saving."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(self.errors):
+            return
+        deleted = {id(form) for form in self.deleted_forms} if self.can_delete else set()
+        kept = [
+            form
+            for form in self.forms
+            if id(form) not in deleted
+            and form.cleaned_data.get("address")
+            and (form.instance.pk or form.has_changed())
+        ]
+        keyed = [
+            ((form.cleaned_data["channel"], form.cleaned_data["address"]), form) for form in kept
+        ]
+        seen: set[tuple[str, str]] = set()
+        for key, form in keyed:
+            if key in seen:
+                form.add_error("address", _("This address is listed twice."))
+            seen.add(key)
+        team_id = self.instance.team_id
+        if team_id is None or not seen:
+            return
+        # Rows of this form are replaced by what the form says, so they cannot clash.
+        own = [form.instance.pk for form in self.initial_forms if form.instance.pk]
+        taken = {
+            (channel, address): contact_id
+            for channel, address, contact_id in ContactPoint.objects.filter(
+                team_id=team_id, address__in={address for _channel, address in seen}
+            )
+            .exclude(pk__in=own)
+            .values_list("channel", "address", "contact_id")
+        }
+        for key, form in keyed:
+            if key in taken:
+                form.add_error(
+                    "address",
+                    _("%(address)s already belongs to contact #%(contact)s of this team.")
+                    % {"address": key[1], "contact": taken[key]},
+                )
+
+
+class ContactPointInline(admin.TabularInline):
+    """Addresses of a contact; writable where the role and the contact's team allow it."""
+
+    model = ContactPoint
+    form = ContactPointForm
+    formset = ContactPointFormSet
+    fields = ("channel", "address", "is_primary")
+    extra = 1
+
+    def _may(self, request: HttpRequest, contact: Contact | None, verb: str) -> bool:
+        if not request.user.has_perm(f"crm.{verb}_contactpoint"):
+            return False
+        member = selectors.member_team_ids(request.user)
+        return bool(member) if contact is None else contact.team_id in member
+
+    def has_add_permission(self, request: HttpRequest, obj: Contact | None = None) -> bool:
+        return self._may(request, obj, "add")
+
+    def has_change_permission(self, request: HttpRequest, obj: Contact | None = None) -> bool:
+        return self._may(request, obj, "change")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Contact | None = None) -> bool:
+        return self._may(request, obj, "delete")
+
+
+class AddTagForm(forms.Form):
+    tag = forms.ModelChoiceField(queryset=Tag.objects.none(), required=False, label=_("tag"))
+    new_tag = forms.CharField(max_length=60, required=False, label=_("or a new tag"))
+
+    def __init__(self, *args: Any, team: Team, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["tag"].queryset = Tag.objects.filter(team=team)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        cleaned["new_tag"] = (cleaned.get("new_tag") or "").strip()
+        if cleaned.get("tag") and cleaned["new_tag"]:
+            raise ValidationError(_("Choose an existing tag or name a new one, not both."))
+        if not cleaned.get("tag") and not cleaned["new_tag"]:
+            raise ValidationError(_("Choose a tag or name a new one."))
+        return cleaned
+
+
+class AssignTeamForm(forms.Form):
+    team = forms.ModelChoiceField(queryset=Team.objects.none(), label=_("move to team"))
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = selectors.teams_writable_by(user)
+
+
+@admin.register(Contact)
+class ContactAdmin(ServiceAdminMixin, ScopedHistoryMixin, TeamScopedAdminMixin, SimpleHistoryAdmin):
+    form = ContactForm
+    inlines = [ContactPointInline]
+    list_display = (
+        "name",
+        "team",
+        "language",
+        "primary_email",
+        "primary_phone",
+        "tag_list",
+        "created_at",
+    )
+    list_display_links = ("name",)
+    list_select_related = ("team",)
+    list_filter = (
+        ("team", VisibleTeamFilter),
+        VisibleTagFilter,
+        "language",
+        HasChannelFilter,
+        "preferred_channel",
+    )
+    # Only for the search box; get_search_results does the searching.
+    search_fields = ("first_name", "last_name", "organisation", "external_id")
+    search_help_text = _("Name, organisation, external id, e-mail address or phone number.")
+    actions = ["add_tag", "assign_team", "export_csv"]
+    object_history_template = "admin/crm/contact/object_history.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Contact]:
+        queryset = selectors.contacts_visible_to(request.user)
+        ordering = self.get_ordering(request)
+        return queryset.order_by(*ordering) if ordering else queryset
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Contact], search_term: str
+    ) -> tuple[QuerySet[Contact], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        # EXISTS-based search: one row per contact however many addresses match.
+        results = queryset.search(term)
+        phone = _as_phone(term)
+        if phone and phone != term:
+            results = results | queryset.search(phone)
+        return results, False
+
+    def get_fieldsets(self, request: HttpRequest, obj: Contact | None = None) -> list:
+        fieldsets = [
+            (
+                None,
+                {
+                    "fields": [
+                        "team",
+                        ("salutation", "first_name", "last_name"),
+                        ("organisation", "profession"),
+                    ]
+                },
+            ),
+            (_("Preferences"), {"fields": [("language", "time_zone"), "preferred_channel"]}),
+            (_("Classification"), {"fields": ["tags", "external_id", "attributes"]}),
+        ]
+        if obj is not None:
+            fieldsets.append((_("Record"), {"fields": [("created_at", "updated_at")]}))
+        return fieldsets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Contact | None = None) -> tuple:
+        # Moving a contact has rules of its own (clashing addresses): the "Assign to team" action.
+        return ("team", "created_at", "updated_at") if obj is not None else ()
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        initial = super().get_changeform_initial_data(request)
+        teams = list(selectors.teams_writable_by(request.user)[:2])
+        if len(teams) == 1 and "team" not in initial:
+            initial.update(
+                team=teams[0].pk,
+                language=teams[0].default_language,
+                time_zone=teams[0].default_time_zone,
+            )
+        return initial
+
+    def formfield_for_manytomany(
+        self, db_field: Field, request: HttpRequest, **kwargs: Any
+    ) -> forms.Field | None:
+        if db_field.name == "tags":
+            kwargs["queryset"] = Tag.objects.filter(
+                team_id__in=selectors.member_team_ids(request.user)
+            ).select_related("team")
+            kwargs["form_class"] = TagChoiceField
+            kwargs["required"] = False
+            kwargs["widget"] = FilteredSelectMultiple(_("tags"), is_stacked=False)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    @admin.display(description=_("name"), ordering="last_name")
+    def name(self, contact: Contact) -> str:
+        return str(contact)
+
+    @admin.display(description=_("e-mail"))
+    def primary_email(self, contact: Contact) -> str:
+        return _primary_address(contact, {Channel.EMAIL})
+
+    @admin.display(description=_("phone"))
+    def primary_phone(self, contact: Contact) -> str:
+        return _primary_address(contact, {Channel.SMS, Channel.WHATSAPP})
+
+    @admin.display(description=_("tags"))
+    def tag_list(self, contact: Contact) -> str:
+        return ", ".join(tag.name for tag in contact.tags.all())
+
+    def save_model(
+        self, request: HttpRequest, obj: Contact, form: ContactForm, change: bool
+    ) -> None:
+        cleaned = form.cleaned_data
+        if not change:
+            fields = {name: cleaned[name] for name in services.CONTACT_FIELDS if name in cleaned}
+            contact = services.contact_create(
+                team=cleaned["team"], actor=request.user, tags=cleaned.get("tags", ()), **fields
+            )
+            _adopt(obj, contact)
+            return
+        changed = {
+            name: cleaned[name] for name in form.changed_data if name in services.CONTACT_FIELDS
+        }
+        tags = cleaned["tags"] if "tags" in form.changed_data else None
+        if changed:
+            services.contact_update(contact=obj, actor=request.user, tags=tags, **changed)
+        elif tags is not None:
+            # Only the tags changed: saving the contact would write an empty history row.
+            services.contact_tags_set(contact=obj, tags=tags)
+
+    def save_related(
+        self, request: HttpRequest, form: ContactForm, formsets: list, change: bool
+    ) -> None:
+        # Tags were set by the service in save_model; form.save_m2m would bypass it.
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+    def save_formset(
+        self, request: HttpRequest, form: ContactForm, formset: Any, change: bool
+    ) -> None:
+        if formset.model is not ContactPoint:
+            super().save_formset(request, form, formset, change)
+            return
+        contact, actor = form.instance, request.user
+        # construct_change_message reads these three lists.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        deleted = {id(f) for f in formset.deleted_forms} if formset.can_delete else set()
+        # Removals first, then edits, then additions: an address may move between rows.
+        for point_form in formset.initial_forms:
+            if id(point_form) in deleted:
+                point = ContactPoint.objects.get(pk=point_form.instance.pk, contact=contact)
+                services.contact_point_remove(point=point, actor=actor)
+                formset.deleted_objects.append(point)
+        for point_form in formset.initial_forms:
+            if id(point_form) in deleted or not point_form.has_changed():
+                continue
+            point = ContactPoint.objects.get(pk=point_form.instance.pk, contact=contact)
+            services.contact_point_update(
+                point=point,
+                actor=actor,
+                address=point_form.cleaned_data["address"],
+                is_primary=point_form.cleaned_data["is_primary"],
+            )
+            formset.changed_objects.append((point, point_form.changed_data))
+        for point_form in formset.extra_forms:
+            if id(point_form) in deleted or not point_form.has_changed():
+                continue
+            point = services.contact_point_add(
+                contact=contact,
+                channel=point_form.cleaned_data["channel"],
+                address=point_form.cleaned_data["address"],
+                is_primary=point_form.cleaned_data["is_primary"],
+                actor=actor,
+            )
+            formset.new_objects.append(point)
+
+    def delete_model(self, request: HttpRequest, obj: Contact) -> None:
+        services.contact_delete(contact=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Contact]) -> None:
+        _delete_each(
+            queryset, lambda contact: services.contact_delete(contact=contact, actor=request.user)
+        )
+
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Address changes live in ContactPoint's own history; show them on the same page.
+        point_history = []
+        if self._history_in_scope(request, object_id):
+            point_history = (
+                ContactPoint.history.filter(contact_id=unquote(object_id))
+                .select_related("history_user")
+                .order_by("-history_date")[:200]
+            )
+        extra_context = {**(extra_context or {}), "point_history": point_history}
+        return super().history_view(request, object_id, extra_context)
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("crm.view_contact")
+
+    @admin.action(description=_("Add tag…"), permissions=["change"])
+    def add_tag(self, request: HttpRequest, queryset: QuerySet[Contact]) -> HttpResponse | None:
+        team_ids = set(queryset.order_by().values_list("team_id", flat=True).distinct())
+        if len(team_ids) != 1:
+            self.message_user(
+                request,
+                _("Tags belong to one team: select contacts of a single team."),
+                messages.ERROR,
+            )
+            return None
+        team = Team.objects.get(pk=team_ids.pop())
+        if not selectors.user_may_write(request.user, "crm.change_contact", team):
+            self.message_user(
+                request,
+                _("You may not change the contacts of %(team)s.") % {"team": team},
+                messages.ERROR,
+            )
+            return None
+        form = AddTagForm(request.POST if "apply" in request.POST else None, team=team)
+        if not form.is_valid():
+            return self._action_page(
+                request,
+                queryset,
+                form,
+                action="add_tag",
+                title=_("Add a tag to the selected contacts of %(team)s") % {"team": team},
+            )
+        try:
+            with transaction.atomic():
+                tag = form.cleaned_data["tag"] or _tag_named(
+                    team, form.cleaned_data["new_tag"], request.user
+                )
+                count = services.contacts_tag(contacts=queryset, tag=tag, actor=request.user)
+        except DomainError as error:
+            report_domain_error(request, error)
+            return None
+        self.message_user(
+            request,
+            ngettext(
+                "Tag “%(tag)s” added to %(count)d contact.",
+                "Tag “%(tag)s” added to %(count)d contacts.",
+                count,
+            )
+            % {"tag": tag.name, "count": count},
+            messages.SUCCESS,
+        )
+        return None
+
+    @admin.action(description=_("Assign to team…"), permissions=["change"])
+    def assign_team(self, request: HttpRequest, queryset: QuerySet[Contact]) -> HttpResponse | None:
+        form = AssignTeamForm(request.POST if "apply" in request.POST else None, user=request.user)
+        if not form.is_valid():
+            return self._action_page(
+                request,
+                queryset,
+                form,
+                action="assign_team",
+                title=_("Move the selected contacts to another team"),
+                note=_(
+                    "Addresses move along. Tags belong to a team and are removed. If an address "
+                    "or external id already exists in the target team, nothing is moved."
+                ),
+            )
+        team = form.cleaned_data["team"]
+        try:
+            count = services.contacts_assign_team(contacts=queryset, team=team, actor=request.user)
+        except DomainError as error:
+            report_domain_error(request, error)
+            return None
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)d contact moved to %(team)s.",
+                "%(count)d contacts moved to %(team)s.",
+                count,
+            )
+            % {"count": count, "team": team},
+            messages.SUCCESS,
+        )
+        return None
+
+    @admin.action(description=_("Export selected as CSV"), permissions=["export"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[Contact]) -> HttpResponse:
+        # The response streams after the middleware reset the time zone: capture it now.
+        zone = timezone.get_current_timezone()
+        channels = list(Channel)
+        header = [
+            gettext("name"),
+            gettext("team"),
+            gettext("language"),
+            *(channel.label for channel in channels),
+            gettext("tags"),
+            gettext("external id"),
+            gettext("created at"),
+        ]
+        header = [str(cell) for cell in header]
+
+        def rows() -> Iterator[list[Any]]:
+            for contact in queryset.iterator(chunk_size=EXPORT_CHUNK_SIZE):
+                points = list(contact.points.all())
+                yield [
+                    contact.full_name,
+                    contact.team.name,
+                    contact.language,
+                    *(
+                        "; ".join(p.address for p in points if p.channel == channel)
+                        for channel in channels
+                    ),
+                    ", ".join(tag.name for tag in contact.tags.all()),
+                    contact.external_id,
+                    timezone.localtime(contact.created_at, zone).isoformat(timespec="seconds"),
+                ]
+
+        stamp = timezone.localtime(timezone.now(), zone).strftime("%Y%m%d-%H%M")
+        return csv_response(rows(), header, filename=f"contacts-{stamp}.csv")
+
+    def _action_page(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Contact],
+        form: Form,
+        *,
+        action: str,
+        title: str,
+        note: str = "",
+    ) -> TemplateResponse:
+        """The intermediate page of an action: the form, and which contacts it will touch."""
+        request.current_app = self.admin_site.name
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": None,
+            "opts": self.opts,
+            "form": form,
+            "note": note,
+            "action": action,
+            "count": queryset.count(),
+            "sample": list(queryset[:ACTION_PAGE_SAMPLE]),
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/crm/contact/action_form.html", context)
+
+
+def _primary_address(contact: Contact, channels: set[str]) -> str:
+    """From the prefetched points: the primary address on `channels`, else the first one."""
+    points = [point for point in contact.points.all() if point.channel in channels]
+    chosen = next((point for point in points if point.is_primary), None) or next(iter(points), None)
+    return chosen.address if chosen else ""
+
+
+def _as_phone(term: str) -> str | None:
+    if not PHONE_LIKE.match(term):
+        return None
+    try:
+        return normalise_phone(term)
+    except AddressInvalid:
+        return None
+
+
+def _tag_named(team: Team, name: str, actor: Any) -> Tag:
+    """The team's tag of that name (any case), created through the service if missing."""
+    existing = Tag.objects.filter(team=team, name__iexact=name).first()
+    return existing or services.tag_create(team=team, name=name, actor=actor)
+
+
+@admin.register(ContactPoint)
+class ContactPointAdmin(
+    ScopedHistoryMixin, ServiceAdminMixin, TeamScopedAdminMixin, SimpleHistoryAdmin
+):
+    """Find an address across contacts; addresses are edited on their contact's page.
+
+    Deleting stays allowed (through the service): deleting a contact asks this admin whether
+    its addresses may go too.
+    """
+
+    list_display = ("address", "channel", "contact_link", "team", "is_primary", "created_at")
+    actions = None
+    list_filter = (("team", VisibleTeamFilter), "channel", "is_primary")
+    list_select_related = ("contact", "team")
+    search_fields = ("address", "contact__first_name", "contact__last_name")
+    fields = ("contact", "team", "channel", "address", "is_primary", "created_at", "updated_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ContactPoint]:
+        return selectors.contact_points_visible_to(request.user)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[ContactPoint], search_term: str
+    ) -> tuple[QuerySet[ContactPoint], bool]:
+        phone = _as_phone(search_term.strip())
+        if phone:
+            return queryset.filter(address=phone), False
+        return super().get_search_results(request, queryset, search_term)
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ContactPoint | None = None) -> bool:
+        return False
+
+    def delete_model(self, request: HttpRequest, obj: ContactPoint) -> None:
+        services.contact_point_remove(point=obj, actor=request.user)
+
+    @admin.display(description=_("contact"), ordering="contact__last_name")
+    def contact_link(self, point: ContactPoint) -> str:
+        url = reverse("admin:crm_contact_change", args=[point.contact_id])
+        return format_html('<a href="{}">{}</a>', url, point.contact)
+
+
+class TagForm(forms.ModelForm):
+    class Meta:
+        model = Tag
+        fields = ["team", "name"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        name = (cleaned.get("name") or "").strip()
+        team_id = cleaned["team"].pk if cleaned.get("team") else self.instance.team_id
+        if name and team_id:
+            clash = Tag.objects.filter(team_id=team_id, name__iexact=name)
+            if clash.exclude(pk=self.instance.pk).exists():
+                self.add_error(
+                    "name", _("This team already has the tag “%(name)s”.") % {"name": name}
+                )
+        cleaned["name"] = name
+        return cleaned
+
+
+@admin.register(Tag)
+class TagAdmin(ServiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin):
+    form = TagForm
+    list_display = ("name", "team", "contact_count")
+    list_filter = (("team", VisibleTeamFilter),)
+    search_fields = ("name",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tag]:
+        return selectors.tags_visible_to(request.user).annotate(
+            contact_total=Count("contacts", distinct=True)
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Tag | None = None) -> tuple:
+        return ("team",) if obj is not None else ()
+
+    def delete_model(self, request: HttpRequest, obj: Tag) -> None:
+        services.tag_delete(tag=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Tag]) -> None:
+        _delete_each(queryset, lambda tag: services.tag_delete(tag=tag, actor=request.user))
+
+    @admin.display(description=_("contacts"), ordering="contact_total")
+    def contact_count(self, tag: Tag) -> int:
+        return tag.contact_total
+
+    def save_model(self, request: HttpRequest, obj: Tag, form: TagForm, change: bool) -> None:
+        if change:
+            # Renaming has no rule beyond the uniqueness the form checked.
+            super().save_model(request, obj, form, change)
+            return
+        tag = services.tag_create(
+            team=form.cleaned_data["team"], name=form.cleaned_data["name"], actor=request.user
+        )
+        _adopt(obj, tag)
+
+
+class SegmentForm(forms.ModelForm):
+    class Meta:
+        model = Segment
+        fields = ["team", "name", "description", "rules"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "rules" in self.fields:
+            # An empty rule set is valid (every contact of the team); forms treat {} as missing.
+            self.fields["rules"].required = False
+            self.fields["rules"].widget.attrs.update(rows=12, cols=80)
+
+    def clean_rules(self) -> dict[str, Any]:
+        rules = self.cleaned_data.get("rules") or {"match": "all", "conditions": []}
+        try:
+            validate_rules(rules)
+        except SegmentRulesInvalid as error:
+            raise ValidationError(error.message) from error
+        return rules
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        name = (cleaned.get("name") or "").strip()
+        team_id = cleaned["team"].pk if cleaned.get("team") else self.instance.team_id
+        if name and team_id:
+            clash = Segment.objects.filter(team_id=team_id, name=name)
+            if clash.exclude(pk=self.instance.pk).exists():
+                self.add_error(
+                    "name",
+                    _("This team already has a segment called “%(name)s”.") % {"name": name},
+                )
+        return cleaned
+
+
+@admin.register(Segment)
+class SegmentAdmin(ServiceAdminMixin, ScopedHistoryMixin, TeamScopedAdminMixin, SimpleHistoryAdmin):
+    """Rules are validated on the field; the change page previews who matches, live."""
+
+    form = SegmentForm
+    list_display = ("name", "team", "created_by", "updated_at")
+    list_filter = (("team", VisibleTeamFilter),)
+    search_fields = ("name", "description")
+    change_form_template = "admin/crm/segment/change_form.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Segment]:
+        return selectors.segments_visible_to(request.user)
+
+    def get_fields(self, request: HttpRequest, obj: Segment | None = None) -> list[str]:
+        fields = ["team", "name", "description", "rules"]
+        return [*fields, "preview", "created_by"] if obj is not None else fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Segment | None = None) -> tuple:
+        return ("team", "preview", "created_by") if obj is not None else ()
+
+    @admin.display(description=_("matching contacts"))
+    def preview(self, segment: Segment) -> str:
+        try:
+            result = selectors.segment_preview(segment)
+        except SegmentRulesInvalid as error:
+            return format_html('<div id="segment-preview">{}</div>', error.message)
+        return _preview_html(result)
+
+    def delete_model(self, request: HttpRequest, obj: Segment) -> None:
+        services.segment_delete(segment=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Segment]) -> None:
+        _delete_each(
+            queryset, lambda segment: services.segment_delete(segment=segment, actor=request.user)
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        preview = path(
+            "preview/",
+            self.admin_site.admin_view(self.preview_view),
+            name="crm_segment_preview",
+        )
+        return [preview, *super().get_urls()]
+
+    def preview_view(self, request: HttpRequest) -> JsonResponse:
+        """Count and sample for rules being edited (GET team, rules); nothing is saved."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        team_id = request.GET.get("team", "")
+        if not team_id.isdigit() or int(team_id) not in selectors.visible_team_ids(request.user):
+            raise Http404(gettext("Not found."))
+        form = forms.JSONField(required=False)
+        try:
+            rules = form.clean(request.GET.get("rules", "")) or {}
+            result = selectors.segment_preview(Segment(team_id=int(team_id), rules=rules))
+        except ValidationError as error:
+            return JsonResponse({"error": " ".join(error.messages)}, status=400)
+        except SegmentRulesInvalid as error:
+            return JsonResponse({"error": error.message}, status=400)
+        return JsonResponse({"html": _preview_html(result)})
+
+    def save_model(
+        self, request: HttpRequest, obj: Segment, form: SegmentForm, change: bool
+    ) -> None:
+        cleaned = form.cleaned_data
+        if change:
+            services.segment_update(
+                segment=obj,
+                actor=request.user,
+                name=cleaned["name"],
+                rules=cleaned["rules"],
+                description=cleaned["description"],
+            )
+            return
+        segment = services.segment_create(
+            team=cleaned["team"],
+            name=cleaned["name"],
+            rules=cleaned["rules"],
+            description=cleaned["description"],
+            actor=request.user,
+        )
+        _adopt(obj, segment)
+
+
+def _preview_html(result: dict[str, Any]) -> str:
+    count = result["count"]
+    sample = format_html_join(
+        "",
+        '<li><a href="{}">{}</a></li>',
+        ((reverse("admin:crm_contact_change", args=[c.pk]), str(c)) for c in result["sample"]),
+    )
+    summary = ngettext("%(count)d contact matches.", "%(count)d contacts match.", count) % {
+        "count": count
+    }
+    return format_html(
+        '<div id="segment-preview"><strong class="preview-count">{}</strong><ul>{}</ul></div>',
+        summary,
+        sample,
+    )
+
+
+class UserProfileForm(forms.ModelForm):
+    time_zone = forms.ChoiceField(choices=_time_zone_choices, label=_("time zone"))
+
+    class Meta:
+        model = UserProfile
+        fields = ["user", "time_zone"]
+
+
+@admin.register(UserProfile)
+class UserProfileAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    """Everyone sets their own time zone; superusers manage all profiles."""
+
+    form = UserProfileForm
+    list_display = ("user", "time_zone")
+    list_select_related = ("user",)
+    search_fields = ("user__username",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[UserProfile]:
+        queryset = super().get_queryset(request)
+        return queryset if request.user.is_superuser else queryset.filter(user=request.user)
+
+    def get_fields(self, request: HttpRequest, obj: UserProfile | None = None) -> list[str]:
+        if obj is None and not request.user.is_superuser:
+            return ["time_zone"]
+        return ["user", "time_zone"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: UserProfile | None = None) -> tuple:
+        return ("user",) if obj is not None else ()
+
+    def _own(self, request: HttpRequest, obj: UserProfile | None) -> bool:
+        user = request.user
+        if not (user.is_active and user.is_staff):
+            return False
+        return user.is_superuser or obj is None or obj.user_id == user.pk
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request: HttpRequest, obj: UserProfile | None = None) -> bool:
+        return self._own(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: UserProfile | None = None) -> bool:
+        return self._own(request, obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        if request.user.is_superuser:
+            return True
+        has_profile = getattr(request.user, "crm_profile", None) is not None
+        return self._own(request, None) and not has_profile
+
+    def has_delete_permission(self, request: HttpRequest, obj: UserProfile | None = None) -> bool:
+        return request.user.is_superuser
+
+    def save_model(
+        self, request: HttpRequest, obj: UserProfile, form: ModelForm, change: bool
+    ) -> None:
+        if change:
+            user = obj.user
+        elif request.user.is_superuser:
+            user = form.cleaned_data["user"]
+        else:
+            user = request.user
+        profile = services.user_time_zone_set(user=user, time_zone=form.cleaned_data["time_zone"])
+        _adopt(obj, profile)
