@@ -50,7 +50,10 @@ class ContactImportUploadForm(forms.Form):
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["team"].queryset = selectors.teams_writable_by(user)
+        teams = selectors.teams_writable_by(user)
+        self.fields["team"].queryset = teams
+        if len(teams) == 1:
+            self.fields["team"].initial = teams[0].pk
         self.fields["file"].widget.attrs["accept"] = ",".join(ALLOWED_EXTENSIONS)
 
 
@@ -198,6 +201,8 @@ class ContactImportAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         obj = self._scoped_object(request, object_id)
         running = obj.status in (ImportStatus.QUEUED, ImportStatus.RUNNING)
         rejections = list(obj.rejections.all()[:DETAIL_REJECTIONS])
+        for rejection in rejections:
+            rejection.filled_cells = [f"{k}: {v}" for k, v in rejection.raw.items() if v]
         context = {
             **self._context(request, obj, str(obj)),
             "obj": obj,

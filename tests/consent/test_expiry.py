@@ -19,6 +19,7 @@ from consent.models import (
     OptInRequest,
 )
 from consent.services import (
+    ConsentInvalid,
     Evidence,
     consents_expire_due,
     consents_request_reconfirmation,
@@ -101,15 +102,30 @@ def test_expiry_works_in_batches(team, purpose, monkeypatch):
     assert Consent.objects.filter(status=ConsentStatus.EXPIRED).count() == 5
 
 
-def test_one_refused_expiry_does_not_block_the_others(team, purpose, contact):
-    other = PurposeFactory(team=team, validity_months=12, allowed_channels=["email", "sms"])
+def test_one_refused_expiry_does_not_block_the_others(team, purpose, contact, monkeypatch):
+    other = PurposeFactory(team=team, validity_months=12)
     granted_ago(contact, other, 400, channel="sms")
     granted_ago(contact, purpose, 400)
-    other.allowed_channels = ["email"]
-    other.save()
+    real_record = expiry_module.consent_record
+
+    def refuse_other(**kwargs):
+        if kwargs["purpose"] == other:
+            raise ConsentInvalid("refused in test")
+        return real_record(**kwargs)
+
+    monkeypatch.setattr(expiry_module, "consent_record", refuse_other)
     assert consents_expire_due(now=NOW) == 1
     assert state(contact, purpose).status == ConsentStatus.EXPIRED
     assert state(contact, other, "sms").status == ConsentStatus.GRANTED
+
+
+def test_expiry_is_recorded_even_after_the_purpose_dropped_the_channel(team, contact):
+    purpose = PurposeFactory(team=team, validity_months=12, allowed_channels=["email", "sms"])
+    granted_ago(contact, purpose, 400, channel="sms")
+    purpose.allowed_channels = ["email"]
+    purpose.save()
+    assert consents_expire_due(now=NOW) == 1
+    assert state(contact, purpose, "sms").status == ConsentStatus.EXPIRED
 
 
 def test_reconfirmation_is_requested_before_expiry(

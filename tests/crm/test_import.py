@@ -7,6 +7,7 @@ import io
 
 import openpyxl
 import pytest
+from django.core.files import File
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -16,6 +17,8 @@ from crm.imports import (
     ImportFileInvalid,
     contact_import_preview,
     contact_import_run,
+    engine,
+    hooks,
     import_file,
 )
 from crm.models import (
@@ -460,7 +463,7 @@ def test_a_crashed_import_keeps_finished_batches_and_a_rerun_resumes(
     rows = [["", f"P{i}", "", f"p{i}@example.org", "", ""] for i in range(10)]
     rows[7][3] = "bad"
     path = write_csv(tmp_path / "contacts.csv", rows)
-    real_apply = imports._apply_plan
+    real_apply = engine.apply_plan
     calls = {"n": 0}
 
     def crash_on_third_batch(*args, **kwargs):
@@ -469,7 +472,7 @@ def test_a_crashed_import_keeps_finished_batches_and_a_rerun_resumes(
             raise RuntimeError("worker lost")
         return real_apply(*args, **kwargs)
 
-    monkeypatch.setattr(imports, "_apply_plan", crash_on_third_batch)
+    monkeypatch.setattr(engine, "apply_plan", crash_on_third_batch)
     failed = import_file(path=path, team=team, actor=marketing, batch_size=3)
 
     assert failed.status == ImportStatus.FAILED
@@ -477,7 +480,7 @@ def test_a_crashed_import_keeps_finished_batches_and_a_rerun_resumes(
     assert failed.processed_rows == 6
     assert Contact.objects.count() == 6
 
-    monkeypatch.setattr(imports, "_apply_plan", real_apply)
+    monkeypatch.setattr(engine, "apply_plan", real_apply)
     done = contact_import_run(contact_import_id=failed.pk, batch_size=3)
 
     assert done.status == ImportStatus.COMPLETED
@@ -507,8 +510,6 @@ def test_preview_is_a_dry_run_that_writes_nothing(tmp_path, team, marketing):
         ],
     )
     with path.open("rb") as handle:
-        from django.core.files import File
-
         contact_import = imports.contact_import_create(
             team=team, uploaded_file=File(handle, name="contacts.csv"), actor=marketing
         )
@@ -527,11 +528,11 @@ def test_preview_is_a_dry_run_that_writes_nothing(tmp_path, team, marketing):
 def test_row_hooks_get_each_accepted_row_with_its_contact(tmp_path, team, marketing, monkeypatch):
     seen = []
     monkeypatch.setattr(
-        imports,
+        hooks,
         "ROW_HOOKS",
         [lambda contact_import, pairs: seen.extend((c.pk, r.raw["Consent"]) for c, r in pairs)],
     )
-    monkeypatch.setattr(imports, "HOOK_COLUMNS", {"consent"})
+    monkeypatch.setattr(hooks, "HOOK_COLUMNS", {"consent"})
     result = run(
         tmp_path,
         [["Ada", "ada@example.org", "yes"], ["", "bad", "no"]],
@@ -642,3 +643,21 @@ def test_command_refuses_a_user_who_may_not_import(tmp_path, team, editor):
             stderr=io.StringIO(),
         )
     assert not ContactImport.objects.exists()
+
+
+def test_a_file_with_only_a_header_completes_with_nothing_to_do(tmp_path, team, marketing):
+    result = run(tmp_path, [], team, marketing)
+    assert result.status == ImportStatus.COMPLETED
+    assert (result.total_rows, result.progress_percent) == (0, 100)
+    assert counts(result) == (0, 0, 0, 0)
+
+
+def test_an_import_that_was_not_queued_cannot_run(tmp_path, team, marketing):
+    path = write_csv(tmp_path / "contacts.csv", [["E1", "Ada", "", "", "", ""]])
+    with path.open("rb") as handle:
+        contact_import = imports.contact_import_create(
+            team=team, uploaded_file=File(handle, name="contacts.csv"), actor=marketing
+        )
+    with pytest.raises(imports.ImportTransitionRefused):
+        contact_import_run(contact_import_id=contact_import.pk)
+    assert not Contact.objects.exists()

@@ -6,6 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from crm.imports import import_file
 from crm.models import Contact, ContactImport, ImportRejection, ImportStatus
 from tests.crm.test_import import write_csv
 
@@ -27,8 +28,6 @@ def upload(client, team, content=CSV, name="contacts.csv"):
 
 
 def make_import(tmp_path, team, user):
-    from crm.imports import import_file
-
     path = write_csv(
         tmp_path / "contacts.csv",
         [["E1", "Ada", "", "ada@example.org", "", ""], ["E2", "", "", "bad", "", ""]],

@@ -1,0 +1,64 @@
+"""Contact import: CSV/XLSX files in, deduplicated contacts out, every rejected row reported.
+
+The engine streams the file (files.py) and works in batches of BATCH_SIZE rows. Each row is
+validated and normalised without queries (columns.py). Each batch costs a fixed number of
+queries whatever its size (engine.py): one lookup per key kind (external ids, addresses), bulk
+inserts and updates, history rows in bulk (simple-history's bulk utilities, because
+bulk_create sends no signals), tag links and rejections in bulk, and one progress update. A
+batch is one transaction that also moves `processed_rows`, so a crashed import keeps its
+finished batches and a re-run resumes right after them (services.py). Rows are matched on
+external id, then e-mail, then phone number; updates only fill in what a row provides, so
+importing a file twice changes nothing the second time. hooks.py is the extension point for
+per-row extras such as consent evidence.
+
+Callers import the public API from here.
+"""
+
+from __future__ import annotations
+
+from crm.imports.columns import ColumnMap, ImportRow, parse_row, resolve_columns
+from crm.imports.engine import CREATED, REJECTED, UNCHANGED, UPDATED, RowResult
+from crm.imports.errors import ImportFileInvalid, ImportTransitionRefused, RowInvalid
+from crm.imports.hooks import HOOK_COLUMNS, ROW_HOOKS, RowHook
+from crm.imports.services import (
+    ALLOWED_EXTENSIONS,
+    BATCH_SIZE,
+    IMPORT_PERMISSION,
+    PREVIEW_ROWS,
+    ImportPreview,
+    contact_import_create,
+    contact_import_preview,
+    contact_import_run,
+    contact_import_start,
+    import_file,
+    write_report,
+)
+
+__all__ = [
+    "ALLOWED_EXTENSIONS",
+    "BATCH_SIZE",
+    "CREATED",
+    "HOOK_COLUMNS",
+    "IMPORT_PERMISSION",
+    "PREVIEW_ROWS",
+    "REJECTED",
+    "ROW_HOOKS",
+    "UNCHANGED",
+    "UPDATED",
+    "ColumnMap",
+    "ImportFileInvalid",
+    "ImportPreview",
+    "ImportRow",
+    "ImportTransitionRefused",
+    "RowHook",
+    "RowInvalid",
+    "RowResult",
+    "contact_import_create",
+    "contact_import_preview",
+    "contact_import_run",
+    "contact_import_start",
+    "import_file",
+    "parse_row",
+    "resolve_columns",
+    "write_report",
+]

@@ -1,0 +1,347 @@
+"""Matching and writing one batch: rows to contacts with a fixed number of queries (reads in
+plan_batch, bulk writes in apply_plan), so the cost grows with batches, never with rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from simple_history.utils import bulk_create_with_history, bulk_update_with_history
+
+from crm.hashing import address_hash
+from crm.imports.columns import ATTRIBUTE_PREFIX, PHONE_CHANNELS, ImportRow
+from crm.models import Channel, Contact, ContactImport, ContactPoint, ImportRejection, Tag, Team
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+CREATED: Final = "created"
+UPDATED: Final = "updated"
+UNCHANGED: Final = "unchanged"
+REJECTED: Final = "rejected"
+
+
+@dataclass
+class Target:
+    """A contact as the batch will leave it: loaded or new, plus what rows add to it."""
+
+    contact: Contact
+    is_new: bool
+    first_line: int
+    points: set[tuple[str, str]] = field(default_factory=set)
+    tag_names: set[str] = field(default_factory=set)
+    changed_fields: set[str] = field(default_factory=set)
+    new_points: list[tuple[str, str]] = field(default_factory=list)
+    new_tags: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.contact.pk:
+            return _("contact #%(id)s") % {"id": self.contact.pk}
+        return _("the contact of line %(line)s") % {"line": self.first_line}
+
+
+@dataclass
+class RowResult:
+    """What happened (or, in a preview, would happen) to one row."""
+
+    line: int
+    outcome: str
+    reason: str = ""
+    changes: list[str] = field(default_factory=list)
+    contact_id: int | None = None
+    raw: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    results: list[tuple[ImportRow, RowResult, Target | None]] = field(default_factory=list)
+    created: list[Target] = field(default_factory=list)
+    updated: list[Target] = field(default_factory=list)
+    touched: list[Target] = field(default_factory=list)
+    new_tags: dict[str, str] = field(default_factory=dict)
+
+
+class TeamTags:
+    """The team's tags by lower-case name, loaded once per run (tags are few; contacts many)."""
+
+    def __init__(self, team: Team) -> None:
+        self.team = team
+        self.by_name: dict[str, Tag] = {}
+        self.by_id: dict[int, str] = {}
+        for tag in Tag.objects.filter(team=team).order_by("id"):
+            self._add(tag)
+
+    def _add(self, tag: Tag) -> None:
+        self.by_name.setdefault(tag.name.lower(), tag)
+        self.by_id[tag.pk] = tag.name.lower()
+
+    def create_missing(self, names: dict[str, str]) -> None:
+        missing = {key: name for key, name in names.items() if key not in self.by_name}
+        if not missing:
+            return
+        Tag.objects.bulk_create(
+            [Tag(team=self.team, name=name) for name in missing.values()], ignore_conflicts=True
+        )
+        for tag in Tag.objects.filter(team=self.team, name__in=list(missing.values())):
+            self._add(tag)
+
+
+def _diff(target: Target, row: ImportRow) -> list[str]:
+    """The changes `row` makes to `target`: only cells the row fills, never a blanking."""
+    contact = target.contact
+    changes = [name for name, value in row.fields.items() if getattr(contact, name) != value]
+    changes += [
+        f"{ATTRIBUTE_PREFIX}{key}"
+        for key, value in row.attributes.items()
+        if contact.attributes.get(key) != value
+    ]
+    changes += [
+        f"+{channel}:{address}"
+        for channel, address in row.points
+        if (channel, address) not in target.points
+    ]
+    changes += [f"+tag:{tag}" for tag in row.tags if tag.lower() not in target.tag_names]
+    return changes
+
+
+def _apply_row(target: Target, row: ImportRow) -> None:
+    contact = target.contact
+    for name, value in row.fields.items():
+        if getattr(contact, name) != value:
+            setattr(contact, name, value)
+            target.changed_fields.add(name)
+    changed_attributes = {
+        key: value for key, value in row.attributes.items() if contact.attributes.get(key) != value
+    }
+    if changed_attributes:
+        contact.attributes = {**contact.attributes, **changed_attributes}
+        target.changed_fields.add("attributes")
+    for point in row.points:
+        if point not in target.points:
+            target.points.add(point)
+            target.new_points.append(point)
+    for tag in row.tags:
+        if tag.lower() not in target.tag_names:
+            target.tag_names.add(tag.lower())
+            target.new_tags.append(tag)
+
+
+class _Matcher:
+    """Finds, for each row, the contact it means: in the team (one query per key kind for the
+    whole batch) or earlier in the same batch, so duplicates within a file merge."""
+
+    def __init__(self, team: Team, tags: TeamTags, rows: list[ImportRow], *, lock: bool) -> None:
+        self.team = team
+        external_ids = {row.fields["external_id"] for row in rows if "external_id" in row.fields}
+        emails = {a for row in rows for c, a in row.points if c == Channel.EMAIL}
+        phones = {a for row in rows for c, a in row.points if c in PHONE_CHANNELS}
+        owner_ids: set[int] = set()
+        if external_ids:
+            owner_ids |= set(
+                Contact.objects.filter(team=team, external_id__in=external_ids).values_list(
+                    "id", flat=True
+                )
+            )
+        address_q = Q()
+        if emails:
+            address_q |= Q(channel=Channel.EMAIL, address__in=emails)
+        if phones:
+            address_q |= Q(channel__in=PHONE_CHANNELS, address__in=phones)
+        if address_q:
+            owner_ids |= set(
+                ContactPoint.objects.filter(address_q, team=team).values_list(
+                    "contact_id", flat=True
+                )
+            )
+        self.by_external_id: dict[str, Target] = {}
+        self.by_address: dict[tuple[str, str], Target] = {}
+        if not owner_ids:
+            return
+        contacts = Contact.objects.filter(id__in=owner_ids).order_by("id")
+        if lock:
+            # Rows are compared with the state they will overwrite: no edit may slip between.
+            contacts = contacts.select_for_update()
+        targets = {c.pk: Target(contact=c, is_new=False, first_line=0) for c in contacts}
+        for contact_id, channel, address in ContactPoint.objects.filter(
+            contact_id__in=owner_ids
+        ).values_list("contact_id", "channel", "address"):
+            targets[contact_id].points.add((channel, address))
+        through = Contact.tags.through
+        for contact_id, tag_id in through.objects.filter(contact_id__in=owner_ids).values_list(
+            "contact_id", "tag_id"
+        ):
+            targets[contact_id].tag_names.add(tags.by_id.get(tag_id, f"#{tag_id}"))
+        for target in targets.values():
+            self.register(target)
+
+    def register(self, target: Target) -> None:
+        if target.contact.external_id:
+            self.by_external_id[target.contact.external_id] = target
+        for point in target.points:
+            self.by_address[point] = target
+
+    def matches(self, row: ImportRow) -> list[tuple[str, Target]]:
+        """(key, contact) pairs in priority order: external id, e-mail, phone."""
+        found: list[tuple[str, Target]] = []
+        external_id = row.fields.get("external_id")
+        if external_id and external_id in self.by_external_id:
+            found.append(
+                (_("external id “%(id)s”") % {"id": external_id}, self.by_external_id[external_id])
+            )
+        for channel, address in sorted(row.points, key=lambda p: p[0] != Channel.EMAIL):
+            candidates = [(channel, address)]
+            if channel in PHONE_CHANNELS:
+                candidates = [(c, address) for c in PHONE_CHANNELS]
+            for candidate in candidates:
+                if candidate in self.by_address:
+                    found.append((f"“{address}”", self.by_address[candidate]))
+                    break
+        return found
+
+
+def _conflict(row: ImportRow, matches: list[tuple[str, Target]]) -> str:
+    """Why the row cannot be applied to the one contact it matched, or to several; '' if fine."""
+    distinct = {id(target) for _key, target in matches}
+    if len(distinct) > 1:
+        parts = ", ".join(f"{key} → {target.describe()}" for key, target in matches)
+        return _("Conflict: the row points to different contacts (%(parts)s).") % {"parts": parts}
+    if not matches:
+        return ""
+    key, target = matches[0]
+    external_id = row.fields.get("external_id")
+    theirs = target.contact.external_id
+    if external_id and theirs and theirs != external_id:
+        return _(
+            "Conflict: %(key)s belongs to %(contact)s, whose external id is “%(theirs)s”, "
+            "not “%(ours)s”."
+        ) % {"key": key, "contact": target.describe(), "theirs": theirs, "ours": external_id}
+    return ""
+
+
+def plan_batch(team: Team, tags: TeamTags, rows: list[ImportRow], *, lock: bool) -> Plan:
+    """Decide each row's outcome and gather the bulk writes; reads only, writes nothing."""
+    plan = Plan()
+    matcher = _Matcher(team, tags, [row for row in rows if not row.error], lock=lock)
+    seen: set[int] = set()
+    for row in rows:
+        result = RowResult(line=row.line, outcome=REJECTED, reason=row.error)
+        target: Target | None = None
+        if not row.error:
+            matches = matcher.matches(row)
+            result.reason = _conflict(row, matches)
+            if matches and not result.reason:
+                target = matches[0][1]
+                result.changes = _diff(target, row)
+                contact = target.contact
+                if result.changes and not target.is_new and contact.erased_at is not None:
+                    result.reason = _(
+                        "%(contact)s was erased on request; imports do not change it."
+                    ) % {"contact": target.describe()}
+                elif result.changes and not target.is_new and contact.is_restricted:
+                    result.reason = _(
+                        "Processing of %(contact)s is restricted; imports do not change it."
+                    ) % {"contact": target.describe()}
+                else:
+                    result.outcome = UPDATED if result.changes else UNCHANGED
+            elif not result.reason:
+                contact = Contact(
+                    team=team,
+                    language=team.default_language,
+                    time_zone=team.default_time_zone,
+                )
+                target = Target(contact=contact, is_new=True, first_line=row.line)
+                result.outcome = CREATED
+                plan.created.append(target)
+            if result.reason:
+                target = None
+            elif target is not None:
+                _apply_row(target, row)
+                matcher.register(target)
+                if not target.is_new and id(target) not in seen:
+                    seen.add(id(target))
+                    plan.touched.append(target)
+                for tag in target.new_tags:
+                    if tag.lower() not in tags.by_name:
+                        plan.new_tags.setdefault(tag.lower(), tag)
+        result.outcome = REJECTED if result.reason else result.outcome
+        result.contact_id = target.contact.pk if target else None
+        plan.results.append((row, result, target))
+    plan.updated = [t for t in plan.touched if t.changed_fields]
+    return plan
+
+
+def apply_plan(
+    contact_import: ContactImport, tags: TeamTags, plan: Plan, actor: AbstractBaseUser | None
+) -> None:
+    """Write a batch in bulk: a fixed number of queries, whatever the batch size."""
+    reason = _("contact import #%(id)s") % {"id": contact_import.pk}
+    now = timezone.now()
+    tags.create_missing(plan.new_tags)
+    if plan.created:
+        bulk_create_with_history(
+            [target.contact for target in plan.created],
+            Contact,
+            default_user=actor,
+            default_change_reason=reason,
+            default_date=now,
+        )
+    if plan.updated:
+        fields = sorted({name for target in plan.updated for name in target.changed_fields})
+        for target in plan.updated:
+            target.contact.updated_at = now
+        bulk_update_with_history(
+            [target.contact for target in plan.updated],
+            Contact,
+            [*fields, "updated_at"],
+            default_user=actor,
+            default_change_reason=reason,
+            default_date=now,
+        )
+    points: list[ContactPoint] = []
+    links = []
+    through = Contact.tags.through
+    for target in [*plan.created, *plan.touched]:
+        contact = target.contact
+        primary_channels = {c for c, _a in target.points - set(target.new_points)}
+        for channel, address in target.new_points:
+            points.append(
+                ContactPoint(
+                    contact_id=contact.pk,
+                    team_id=contact.team_id,
+                    channel=channel,
+                    address=address,
+                    address_hash=address_hash(address),
+                    is_primary=channel not in primary_channels,
+                )
+            )
+            primary_channels.add(channel)
+        links += [
+            through(contact_id=contact.pk, tag_id=tags.by_name[tag.lower()].pk)
+            for tag in target.new_tags
+        ]
+    if points:
+        bulk_create_with_history(
+            points, ContactPoint, default_user=actor, default_change_reason=reason, default_date=now
+        )
+    if links:
+        through.objects.bulk_create(links, ignore_conflicts=True)
+    rejections = [
+        ImportRejection(
+            contact_import=contact_import,
+            line_number=row.line,
+            reason=result.reason[:500],
+            raw=row.raw,
+        )
+        for row, result, _target in plan.results
+        if result.outcome == REJECTED
+    ]
+    if rejections:
+        ImportRejection.objects.bulk_create(rejections)
+
+
+def accepted_rows(plan: Plan) -> list[tuple[Contact, ImportRow]]:
+    """The rows a batch accepted, each with its contact (what row hooks receive)."""
+    return [(target.contact, row) for row, _result, target in plan.results if target]
