@@ -9,9 +9,14 @@ class ConsentConfig(AppConfig):
     verbose_name = _("Consent")
 
     def ready(self) -> None:
-        # Segment rules gain consent-state conditions; crm must not import consent itself.
-        from consent import selectors
+        # Segment rules and imports gain consent; crm must not import consent itself.
+        from consent import imports, selectors
+        from crm.imports import hooks
         from crm.segments import ConditionType, register_condition
+
+        hooks.ROW_CHECKS.append(imports.refuse_suppressed)
+        hooks.ROW_HOOKS.append(imports.record_import_consent)
+        hooks.HOOK_COLUMNS.update(imports.CONSENT_COLUMNS)
 
         register_condition(
             "consent",

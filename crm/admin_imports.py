@@ -68,6 +68,7 @@ class ContactImportAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
         "updated_count",
         "unchanged_count",
         "rejected_count",
+        "warning_count",
         "created_by",
         "created_at",
     )
@@ -208,7 +209,7 @@ class ContactImportAdmin(TeamScopedAdminMixin, admin.ModelAdmin):
             "obj": obj,
             "auto_refresh": running,
             "rejections": rejections,
-            "more_rejections": obj.rejected_count > len(rejections),
+            "more_rejections": obj.rejected_count + obj.warning_count > len(rejections),
             "rejections_url": reverse(
                 "admin:crm_importrejection_changelist", current_app=self.admin_site.name
             )

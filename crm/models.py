@@ -342,6 +342,8 @@ class ContactImport(TimeStampedModel):
     updated_count = models.PositiveIntegerField(_("contacts updated"), default=0)
     unchanged_count = models.PositiveIntegerField(_("contacts unchanged"), default=0)
     rejected_count = models.PositiveIntegerField(_("rows rejected"), default=0)
+    # Rows imported, but with something left out (e.g. consent claimed without evidence).
+    warning_count = models.PositiveIntegerField(_("rows with warnings"), default=0)
     report_file = models.FileField(
         _("rejected-rows report"), upload_to="imports/reports/", blank=True
     )
@@ -381,6 +383,8 @@ class ImportRejection(models.Model):
     line_number = models.PositiveIntegerField(_("line"))
     reason = models.CharField(_("reason"), max_length=500)
     raw = models.JSONField(_("row"), default=dict)
+    # A warning: the row was imported, but part of it was not applied (see `reason`).
+    is_warning = models.BooleanField(_("warning only"), default=False)
 
     class Meta:
         verbose_name = _("rejected row")

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
@@ -41,6 +42,7 @@ class ContactImportSerializer(serializers.ModelSerializer):
             "updated_count",
             "unchanged_count",
             "rejected_count",
+            "warning_count",
             "report_url",
             "error",
             "created_by",
@@ -59,7 +61,7 @@ class ContactImportSerializer(serializers.ModelSerializer):
 class ContactImportCreateInputSerializer(serializers.Serializer):
     team = serializers.PrimaryKeyRelatedField(queryset=Team.objects.none())
     file = serializers.FileField(
-        help_text="CSV or XLSX with a header row; at most IMPORT_MAX_UPLOAD_MB megabytes."
+        help_text=_("CSV or XLSX with a header row; at most IMPORT_MAX_UPLOAD_MB megabytes.")
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -73,7 +75,7 @@ class ContactImportCreateInputSerializer(serializers.Serializer):
 class ImportRejectionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ImportRejection
-        fields = ("id", "line_number", "reason", "raw")
+        fields = ("id", "line_number", "reason", "raw", "is_warning")
         read_only_fields = fields
 
 

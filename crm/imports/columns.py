@@ -135,7 +135,8 @@ _CHANNELS: Final = {
 _TAG_SPLIT: Final = re.compile(r"[,|]")
 
 
-def _header_key(name: str) -> str:
+def header_key(name: str) -> str:
+    """How header names compare: case, spaces, "-", "_" and "." do not matter."""
     return re.sub(r"[\s\-_.]+", "", name.strip().lower())
 
 
@@ -171,7 +172,7 @@ def resolve_columns(header: list[str]) -> ColumnMap:
         labels.append(label)
         if not name:
             continue  # Trailing delimiters in spreadsheet exports: silently ignored.
-        key = _header_key(name)
+        key = header_key(name)
         if name.lower().startswith(ATTRIBUTE_PREFIX) and name[len(ATTRIBUTE_PREFIX) :].strip():
             attributes[index] = name[len(ATTRIBUTE_PREFIX) :].strip()
         elif key in _ALIASES and _ALIASES[key] not in taken:

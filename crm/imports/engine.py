@@ -12,6 +12,7 @@ from django.utils.translation import gettext as _
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
 from crm.hashing import address_hash
+from crm.imports import hooks
 from crm.imports.columns import ATTRIBUTE_PREFIX, PHONE_CHANNELS, ImportRow
 from crm.models import Channel, Contact, ContactImport, ContactPoint, ImportRejection, Tag, Team
 
@@ -224,6 +225,7 @@ def _conflict(row: ImportRow, matches: list[tuple[str, Target]]) -> str:
 def plan_batch(team: Team, tags: TeamTags, rows: list[ImportRow], *, lock: bool) -> Plan:
     """Decide each row's outcome and gather the bulk writes; reads only, writes nothing."""
     plan = Plan()
+    hooks.run_checks(team, rows)
     matcher = _Matcher(team, tags, [row for row in rows if not row.error], lock=lock)
     seen: set[int] = set()
     for row in rows:

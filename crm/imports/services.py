@@ -27,7 +27,7 @@ from crm.imports.columns import ColumnMap, parse_row, resolve_columns
 from crm.imports.engine import CREATED, REJECTED, UNCHANGED, UPDATED, RowResult, TeamTags
 from crm.imports.errors import ImportFileInvalid, ImportTransitionRefused
 from crm.imports.files import Source, as_binary, file_extension, open_import_file, open_source
-from crm.models import IMPORT_TRANSITIONS, ContactImport, ImportStatus, Team
+from crm.models import IMPORT_TRANSITIONS, ContactImport, ImportRejection, ImportStatus, Team
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -193,16 +193,28 @@ def _run_batches(
                 raise _Superseded
             plan = engine.plan_batch(team, tags, parsed, lock=True)
             engine.apply_plan(locked, tags, plan, actor)
-            if hooks.ROW_HOOKS:
-                hooks.run_hooks(locked, engine.accepted_rows(plan))
+            warnings = hooks.run_hooks(locked, engine.accepted_rows(plan))
+            if warnings:
+                raws = {row.line: row.raw for row, _result, _target in plan.results}
+                ImportRejection.objects.bulk_create(
+                    ImportRejection(
+                        contact_import=locked,
+                        line_number=line,
+                        reason=message[:500],
+                        raw=raws.get(line, {}),
+                        is_warning=True,
+                    )
+                    for line, message in warnings
+                )
+                locked.warning_count += len({line for line, _message in warnings})
             outcomes = [result.outcome for _row, result, _target in plan.results]
             locked.processed_rows += len(parsed)
             locked.created_count += outcomes.count(CREATED)
             locked.updated_count += outcomes.count(UPDATED)
             locked.unchanged_count += outcomes.count(UNCHANGED)
             locked.rejected_count += outcomes.count(REJECTED)
-            locked.save(update_fields=[*_COUNTERS, "updated_at"])
-        for name in _COUNTERS:
+            locked.save(update_fields=[*_COUNTERS, "warning_count", "updated_at"])
+        for name in (*_COUNTERS, "warning_count"):
             setattr(contact_import, name, getattr(locked, name))
         if progress is not None:
             progress(contact_import)
@@ -275,7 +287,7 @@ def contact_import_run(
 
 
 def _finish(contact_import: ContactImport, *, delimiter: str) -> None:
-    if contact_import.rejected_count:
+    if contact_import.rejected_count or contact_import.warning_count:
         with tempfile.TemporaryFile() as report:
             write_report(contact_import, report, delimiter=delimiter)
             report.seek(0)
@@ -293,7 +305,8 @@ def _finish(contact_import: ContactImport, *, delimiter: str) -> None:
 
 
 def write_report(contact_import: ContactImport, out: IO[bytes], *, delimiter: str = ",") -> None:
-    """The rejected-rows report as CSV: line number, reason, then the original row.
+    """The rejected-rows report as CSV: line number, reason, then the original row (warnings
+    too: rows imported with something left out).
 
     Cells are passed through csv_safe so that a spreadsheet never runs a cell as a formula.
     """

@@ -527,11 +527,12 @@ def test_preview_is_a_dry_run_that_writes_nothing(tmp_path, team, marketing):
 
 def test_row_hooks_get_each_accepted_row_with_its_contact(tmp_path, team, marketing, monkeypatch):
     seen = []
-    monkeypatch.setattr(
-        hooks,
-        "ROW_HOOKS",
-        [lambda contact_import, pairs: seen.extend((c.pk, r.raw["Consent"]) for c, r in pairs)],
-    )
+
+    def hook(contact_import, pairs):
+        seen.extend((c.pk, r.raw["Consent"]) for c, r in pairs)
+        return [(r.line, "consent left out") for _c, r in pairs]
+
+    monkeypatch.setattr(hooks, "ROW_HOOKS", [hook])
     monkeypatch.setattr(hooks, "HOOK_COLUMNS", {"consent"})
     result = run(
         tmp_path,
@@ -543,6 +544,26 @@ def test_row_hooks_get_each_accepted_row_with_its_contact(tmp_path, team, market
 
     assert result.unknown_columns == []
     assert seen == [(Contact.objects.get().pk, "yes")]
+    assert result.warning_count == 1
+    assert result.rejected_count == 1
+    warning = result.rejections.get(is_warning=True)
+    assert (warning.line_number, warning.reason) == (2, "consent left out")
+
+
+def test_row_checks_reject_rows_before_matching(tmp_path, team, marketing, monkeypatch):
+    def refuse_ada(team, rows):
+        return {row.line: "refused by check" for row in rows if row.raw["first_name"] == "Ada"}
+
+    monkeypatch.setattr(hooks, "ROW_CHECKS", [refuse_ada])
+    result = run(
+        tmp_path,
+        [["Ada", "ada@example.org"], ["Bea", "bea@example.org"]],
+        team,
+        marketing,
+        header=["first_name", "email"],
+    )
+    assert list(Contact.objects.values_list("first_name", flat=True)) == ["Bea"]
+    assert result.rejections.get().reason == "refused by check"
 
 
 def test_queries_grow_with_the_number_of_batches_not_rows(tmp_path, team, marketing):

@@ -100,13 +100,14 @@ class Command(BaseCommand):
         out.write(
             _(
                 "created: %(created)s  updated: %(updated)s  unchanged: %(unchanged)s  "
-                "rejected: %(rejected)s"
+                "rejected: %(rejected)s  warnings: %(warnings)s"
             )
             % {
                 "created": contact_import.created_count,
                 "updated": contact_import.updated_count,
                 "unchanged": contact_import.unchanged_count,
                 "rejected": contact_import.rejected_count,
+                "warnings": contact_import.warning_count,
             }
         )
         if contact_import.unknown_columns:
