@@ -46,7 +46,7 @@ pytest: install
 
 ## Rebuild the German/English message catalogues (needs GNU gettext).
 messages: install
-	$(PY) manage.py makemessages -l de -l en --ignore=.venv --ignore=tests
+	$(PY) manage.py makemessages -l de -l en --ignore=.venv --ignore=tests --ignore=benchmarks --no-obsolete
 	$(PY) manage.py compilemessages --ignore=.venv
 
 clean:

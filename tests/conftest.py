@@ -11,6 +11,7 @@ import os
 import pytest
 from django.contrib.auth.models import Group
 from django.db import connection
+from django.utils import translation
 from rest_framework.test import APIClient
 
 from crm import roles
@@ -32,6 +33,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture(autouse=True)
+def _english_by_default():
+    """Requests with Accept-Language: de leave German active in the thread; each test starts
+    in English so messages compare the same whatever ran before."""
+    translation.activate("en")
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture

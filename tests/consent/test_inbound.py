@@ -185,7 +185,8 @@ def test_purpose_keyword_grants_with_the_message_as_evidence(contact, film):
 def test_purpose_keyword_on_a_double_opt_in_channel_asks_yes_then_ja_confirms(contact, film):
     outcome = inbound(contact, "FILM", "whatsapp")
     assert (outcome.kind, outcome.purposes) == ("pending", [film])
-    assert "YES" in outcome.reply
+    # The reply is in the contact's language: German asks for JA, English for YES.
+    assert ("JA" if contact.language == "de" else "YES") in outcome.reply
     request = OptInRequest.objects.get(contact=contact, purpose=film, channel="whatsapp")
     assert request.confirmed_event is None
     assert status(contact, film, "whatsapp") == ConsentStatus.PENDING
