@@ -51,3 +51,8 @@ messages: install
 
 clean:
 	rm -rf $(VENV) db.sqlite3 var media staticfiles
+
+## Benchmarks at 1,000,000 rows on PostgreSQL (creates and drops its own database).
+## BENCH_SCALE=10000 make bench for a quick run; figures also land in benchmarks/results/.
+bench: install
+	$(PY) -m benchmarks.run --scale $${BENCH_SCALE:-1000000}

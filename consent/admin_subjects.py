@@ -12,26 +12,28 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext, ngettext, ngettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from consent import selectors, services
 from consent.models import DataSubjectRequest, RetentionPolicy, RetentionRun
 from crm import selectors as crm_selectors
-from crm.admin import ServiceAdminMixin, VisibleTeamFilter
-from crm.admin_base import ReadOnlyAdminMixin, TeamScopedAdminMixin, report_domain_error
+from crm.admin_base import (
+    IntermediateActionMixin,
+    ReadOnlyAdminMixin,
+    ServiceAdminMixin,
+    TeamScopedAdminMixin,
+    VisibleTeamFilter,
+    adopt,
+    report_domain_error,
+)
 from crm.errors import DomainError
-
-# How many selected cases an intermediate action page lists.
-ACTION_PAGE_SAMPLE = 20
 
 
 class OverdueFilter(admin.SimpleListFilter):
@@ -92,7 +94,9 @@ class ConfirmForm(forms.Form):
 
 
 @admin.register(DataSubjectRequest)
-class DataSubjectRequestAdmin(ServiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin):
+class DataSubjectRequestAdmin(
+    IntermediateActionMixin, ServiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin
+):
     list_display = (
         "case",
         "contact",
@@ -110,6 +114,12 @@ class DataSubjectRequestAdmin(ServiceAdminMixin, TeamScopedAdminMixin, admin.Mod
     raw_id_fields = ("contact",)
     date_hierarchy = "received_at"
     actions = ["verify_identity", "execute", "reject"]
+    action_summary = ngettext_lazy(
+        "This applies to %(counter)s selected request:",
+        "This applies to %(counter)s selected requests:",
+        "counter",
+    )
+    action_sample_related = ("contact", "team")
     readonly_fields = (
         "team",
         "contact",
@@ -176,9 +186,7 @@ class DataSubjectRequestAdmin(ServiceAdminMixin, TeamScopedAdminMixin, admin.Mod
             received_at=data.get("received_at"),
             identity_method=data.get("identity_method") or "",
         )
-        for field in case._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(case, field.attname))
-        obj._state.adding = False
+        adopt(obj, case)
 
     @admin.display(description=_("case"), ordering="id")
     def case(self, obj: DataSubjectRequest) -> str:
@@ -195,6 +203,17 @@ class DataSubjectRequestAdmin(ServiceAdminMixin, TeamScopedAdminMixin, admin.Mod
                 gettext("overdue"),
             )
         return due
+
+    def action_sample_label(self, case: DataSubjectRequest) -> str:
+        unverified = "" if case.identity_verified else ", " + gettext("identity not verified")
+        return format_html(
+            "{}: {} ({}) &ndash; {}{}",
+            case,
+            case.contact,
+            case.team,
+            case.get_status_display(),
+            unverified,
+        )
 
     @admin.display(description=_("result"))
     def result_link(self, obj: DataSubjectRequest) -> str:
@@ -229,36 +248,6 @@ class DataSubjectRequestAdmin(ServiceAdminMixin, TeamScopedAdminMixin, admin.Mod
             content_type="application/json",
         )
 
-    def _action_page(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet[DataSubjectRequest],
-        form: forms.Form,
-        *,
-        action: str,
-        title: str,
-        note: str = "",
-    ) -> TemplateResponse:
-        request.current_app = self.admin_site.name
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title,
-            "subtitle": None,
-            "opts": self.opts,
-            "form": form,
-            "note": note,
-            "action": action,
-            "count": queryset.count(),
-            "sample": list(queryset.select_related("contact", "team")[:ACTION_PAGE_SAMPLE]),
-            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
-            "select_across": request.POST.get("select_across", "0"),
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "media": self.media + form.media,
-        }
-        return TemplateResponse(
-            request, "admin/consent/datasubjectrequest/action_form.html", context
-        )
-
     def _apply(
         self,
         request: HttpRequest,
@@ -284,7 +273,7 @@ class DataSubjectRequestAdmin(ServiceAdminMixin, TeamScopedAdminMixin, admin.Mod
     ) -> HttpResponse | None:
         form = IdentityForm(request.POST if "apply" in request.POST else None)
         if not form.is_valid():
-            return self._action_page(
+            return self.action_page(
                 request,
                 queryset,
                 form,
@@ -315,7 +304,7 @@ class DataSubjectRequestAdmin(ServiceAdminMixin, TeamScopedAdminMixin, admin.Mod
     ) -> HttpResponse | None:
         form = ConfirmForm(request.POST if "apply" in request.POST else None)
         if "apply" not in request.POST:
-            return self._action_page(
+            return self.action_page(
                 request,
                 queryset,
                 form,
@@ -345,7 +334,7 @@ class DataSubjectRequestAdmin(ServiceAdminMixin, TeamScopedAdminMixin, admin.Mod
     ) -> HttpResponse | None:
         form = RejectForm(request.POST if "apply" in request.POST else None)
         if not form.is_valid():
-            return self._action_page(
+            return self.action_page(
                 request,
                 queryset,
                 form,

@@ -8,7 +8,7 @@ management command run by an operator, a Celery task acting on already-authorise
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError, QuerySet
@@ -38,19 +38,18 @@ class TeamMoveRefused(DomainError):
     code = "team_move_refused"
 
 
-CONTACT_FIELDS = frozenset(
-    {
-        "salutation",
-        "first_name",
-        "last_name",
-        "language",
-        "time_zone",
-        "organisation",
-        "profession",
-        "preferred_channel",
-        "attributes",
-        "external_id",
-    }
+# The fields contact_create and contact_update take, in the order forms and exports list them.
+CONTACT_FIELDS: Final = (
+    "salutation",
+    "first_name",
+    "last_name",
+    "language",
+    "time_zone",
+    "organisation",
+    "profession",
+    "preferred_channel",
+    "attributes",
+    "external_id",
 )
 
 
@@ -103,7 +102,7 @@ def user_time_zone_set(*, user: AbstractBaseUser, time_zone: str) -> UserProfile
 
 
 def _clean_contact_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(fields) - CONTACT_FIELDS
+    unknown = set(fields).difference(CONTACT_FIELDS)
     if unknown:
         raise ContactInvalid(
             _("Unknown contact fields: %(fields)s.") % {"fields": ", ".join(sorted(unknown))}

@@ -9,8 +9,8 @@ from config.settings.base import env
 # with a guessable key or an embedded database.
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
-DATABASES = {"default": env.db("DATABASE_URL")}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+# base.py parsed DATABASE_URL already; here it must exist (no SQLite fallback).
+env.db("DATABASE_URL")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL")
 CELERY_TASK_ALWAYS_EAGER = False
 DEBUG = False

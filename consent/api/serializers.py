@@ -29,6 +29,7 @@ from consent.models import (
 )
 from consent.services import Evidence
 from consent.services.collect import COLLECTABLE_ACTIONS
+from consent.services.texts import PURPOSE_UPDATABLE_FIELDS
 from crm import selectors as crm_selectors
 from crm.api.serializers import ReadBackMixin, WritableContactField, WritableTeamField
 from crm.models import Channel, Contact, Team
@@ -107,18 +108,7 @@ class PurposeSerializer(serializers.ModelSerializer):
             "team",
             "team_name",
             "key",
-            "name",
-            "description",
-            "legal_basis",
-            "is_marketing",
-            "allowed_channels",
-            "double_opt_in_channels",
-            "validity_months",
-            "reconfirm_days_before",
-            "frequency_cap",
-            "frequency_period_hours",
-            "opt_in_keywords",
-            "is_active",
+            *PURPOSE_UPDATABLE_FIELDS,
             "created_at",
             "updated_at",
         ]

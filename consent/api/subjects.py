@@ -15,7 +15,6 @@ from django.db.models import QuerySet
 from django.http import FileResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, serializers, status
@@ -26,7 +25,7 @@ from rest_framework.response import Response
 from consent import selectors, services
 from consent.models import DataSubjectRequest
 from crm import selectors as crm_selectors
-from crm.api.base import TeamScopedViewSet
+from crm.api.base import FilteredViewSet, model_perms
 from crm.models import Contact
 
 
@@ -121,36 +120,27 @@ class DataSubjectRequestFilter(django_filters.FilterSet):
     ),
 )
 class DataSubjectRequestViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, TeamScopedViewSet
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, FilteredViewSet
 ):
     serializer_class = DataSubjectRequestSerializer
-    filter_backends: ClassVar[list] = [DjangoFilterBackend]
     filterset_class = DataSubjectRequestFilter
     input_serializers: ClassVar[dict[str, type[serializers.BaseSerializer]]] = {
         "create": DataSubjectRequestCreateInputSerializer,
         "verify_identity": VerifyIdentityInputSerializer,
         "reject": RejectInputSerializer,
     }
-    action_perms: ClassVar[dict[str, str]] = {
-        "list": "consent.view_datasubjectrequest",
-        "retrieve": "consent.view_datasubjectrequest",
-        "result": "consent.view_datasubjectrequest",
-        "create": "consent.add_datasubjectrequest",
-        "verify_identity": "consent.change_datasubjectrequest",
-        "execute": "consent.change_datasubjectrequest",
-        "reject": "consent.change_datasubjectrequest",
-    }
+    action_perms = model_perms(
+        "consent",
+        "datasubjectrequest",
+        ("list", "retrieve", "create"),
+        result="view",
+        verify_identity="change",
+        execute="change",
+        reject="change",
+    )
 
     def get_queryset(self) -> QuerySet[DataSubjectRequest]:
         return selectors.data_subject_requests_visible_to(self.request.user)
-
-    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
-        return self.input_serializers.get(self.action, self.serializer_class)
-
-    def _validated(self, request: Request) -> dict[str, Any]:
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        return dict(serializer.validated_data)
 
     def _answer(self, case: DataSubjectRequest) -> Response:
         return Response(
@@ -179,7 +169,7 @@ class DataSubjectRequestViewSet(
     @action(detail=True, methods=["post"], url_path="verify-identity")
     def verify_identity(self, request: Request, pk: str | None = None) -> Response:
         case = self.get_object()
-        data = self._validated(request)
+        data = self.validated_input(request)
         case = services.dsr_verify_identity(request=case, actor=request.user, method=data["method"])
         return self._answer(case)
 
@@ -201,7 +191,7 @@ class DataSubjectRequestViewSet(
     @action(detail=True, methods=["post"])
     def reject(self, request: Request, pk: str | None = None) -> Response:
         case = self.get_object()
-        data = self._validated(request)
+        data = self.validated_input(request)
         case = services.dsr_reject(request=case, actor=request.user, reason=data["reason"])
         return self._answer(case)
 

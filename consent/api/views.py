@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 
 from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, serializers, status
 from rest_framework.decorators import action
@@ -32,7 +31,7 @@ from consent.models import (
     Suppression,
     WithdrawalReview,
 )
-from crm.api.base import TeamScopedViewSet
+from crm.api.base import READ_ACTIONS, FilteredViewSet, model_perms
 from crm.api.pagination import DefaultCursorPagination
 
 
@@ -48,25 +47,13 @@ class IdCursorPagination(DefaultCursorPagination):
     ordering = ("-id",)
 
 
-class ConsentApiViewSet(TeamScopedViewSet):
-    """Filters but no client ordering: cursor paging needs a fixed order."""
-
-    filter_backends: ClassVar[list] = [DjangoFilterBackend]
-    input_serializers: ClassVar[dict[str, type[serializers.BaseSerializer]]] = {}
+class ConsentApiViewSet(FilteredViewSet):
+    """A method the viewset does not offer (PATCH on the ledger) is 405, not a role's 403."""
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        # A method the viewset does not offer (PATCH on the ledger) is 405, not a role's 403.
         if self.action is None:
             raise exceptions.MethodNotAllowed(request.method)
         super().initial(request, *args, **kwargs)
-
-    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
-        return self.input_serializers.get(self.action, self.serializer_class)
-
-    def validated_input(self, request: Request) -> dict[str, Any]:
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        return dict(serializer.validated_data)
 
 
 @extend_schema_view(
@@ -97,13 +84,9 @@ class PurposeViewSet(
         "update": api.PurposeUpdateInputSerializer,
         "partial_update": api.PurposeUpdateInputSerializer,
     }
-    action_perms: ClassVar[dict[str, str]] = {
-        "list": "consent.view_purpose",
-        "retrieve": "consent.view_purpose",
-        "create": "consent.add_purpose",
-        "update": "consent.change_purpose",
-        "partial_update": "consent.change_purpose",
-    }
+    action_perms = model_perms(
+        "consent", "purpose", ("list", "retrieve", "create", "update", "partial_update")
+    )
 
     def get_queryset(self) -> QuerySet[Purpose]:
         return selectors.purposes_visible_to(self.request.user)
@@ -141,11 +124,7 @@ class ConsentTextViewSet(
 
     serializer_class = api.ConsentTextSerializer
     filterset_class = filters.ConsentTextFilter
-    action_perms: ClassVar[dict[str, str]] = {
-        "list": "consent.view_consenttext",
-        "retrieve": "consent.view_consenttext",
-        "create": "consent.add_consenttext",
-    }
+    action_perms = model_perms("consent", "consenttext", ("list", "retrieve", "create"))
 
     def get_queryset(self) -> QuerySet[ConsentText]:
         return selectors.consent_texts_visible_to(self.request.user)
@@ -187,9 +166,7 @@ class ConsentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ConsentAp
         "withdraw": api.ConsentWithdrawInputSerializer,
         "events": api.ConsentEventCreateInputSerializer,
     }
-    action_perms: ClassVar[dict[str, str]] = {
-        "list": "consent.view_consent",
-        "retrieve": "consent.view_consent",
+    action_perms = model_perms("consent", "consent", READ_ACTIONS) | {
         "withdraw": "consent.add_consentevent",
         "events": "consent.add_consentevent",
     }
@@ -255,11 +232,7 @@ class ConsentEventViewSet(
     input_serializers: ClassVar[dict[str, type[serializers.BaseSerializer]]] = {
         "create": api.ConsentEventCreateInputSerializer,
     }
-    action_perms: ClassVar[dict[str, str]] = {
-        "list": "consent.view_consentevent",
-        "retrieve": "consent.view_consentevent",
-        "create": "consent.add_consentevent",
-    }
+    action_perms = model_perms("consent", "consentevent", ("list", "retrieve", "create"))
 
     def get_queryset(self) -> QuerySet[ConsentEvent]:
         return selectors.consent_events_visible_to(self.request.user)
@@ -282,10 +255,7 @@ class SuppressionViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, Consent
     input_serializers: ClassVar[dict[str, type[serializers.BaseSerializer]]] = {
         "create": api.SuppressionCreateInputSerializer,
     }
-    action_perms: ClassVar[dict[str, str]] = {
-        "list": "consent.view_suppression",
-        "create": "consent.add_suppression",
-    }
+    action_perms = model_perms("consent", "suppression", ("list", "create"))
 
     def get_queryset(self) -> QuerySet[Suppression]:
         return selectors.suppressions_visible_to(self.request.user)
@@ -311,12 +281,9 @@ class WithdrawalReviewViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
     input_serializers: ClassVar[dict[str, type[serializers.BaseSerializer]]] = {
         "confirm": api.WithdrawalReviewConfirmInputSerializer,
     }
-    action_perms: ClassVar[dict[str, str]] = {
-        "list": "consent.view_withdrawalreview",
-        "retrieve": "consent.view_withdrawalreview",
-        "confirm": "consent.change_withdrawalreview",
-        "dismiss": "consent.change_withdrawalreview",
-    }
+    action_perms = model_perms(
+        "consent", "withdrawalreview", READ_ACTIONS, confirm="change", dismiss="change"
+    )
 
     def get_queryset(self) -> QuerySet[WithdrawalReview]:
         return selectors.withdrawal_reviews_visible_to(self.request.user)

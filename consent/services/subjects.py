@@ -43,6 +43,7 @@ from consent.models import (
 from consent.services.ledger import FUTURE_TOLERANCE, Evidence, consent_record, suppression_add
 from crm import privacy
 from crm import selectors as crm_selectors
+from crm import services as crm_services
 from crm.errors import DomainError, PermissionRefused
 from crm.models import Contact, ContactPoint
 
@@ -301,20 +302,7 @@ def _history_export(rows: QuerySet, fields: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-CONTACT_EXPORT_FIELDS = [
-    "salutation",
-    "first_name",
-    "last_name",
-    "language",
-    "time_zone",
-    "organisation",
-    "profession",
-    "preferred_channel",
-    "attributes",
-    "external_id",
-    "is_restricted",
-    "erased_at",
-]
+CONTACT_EXPORT_FIELDS = [*crm_services.CONTACT_FIELDS, "is_restricted", "erased_at"]
 POINT_EXPORT_FIELDS = ["channel", "address", "is_primary"]
 
 

@@ -40,23 +40,21 @@ RESERVED_KEYWORDS: Final = (
     | keywords.HELP_KEYWORDS
 )
 
-# What purpose_update may change. The key is referenced by segment rules and integrations and
-# the team owns the ledger rows, so neither moves.
-PURPOSE_UPDATABLE_FIELDS: Final = frozenset(
-    {
-        "name",
-        "description",
-        "legal_basis",
-        "is_marketing",
-        "allowed_channels",
-        "double_opt_in_channels",
-        "validity_months",
-        "reconfirm_days_before",
-        "frequency_cap",
-        "frequency_period_hours",
-        "opt_in_keywords",
-        "is_active",
-    }
+# What purpose_update may change, in the order forms list them. The key is referenced by
+# segment rules and integrations and the team owns the ledger rows, so neither moves.
+PURPOSE_UPDATABLE_FIELDS: Final = (
+    "name",
+    "description",
+    "legal_basis",
+    "is_marketing",
+    "allowed_channels",
+    "double_opt_in_channels",
+    "validity_months",
+    "reconfirm_days_before",
+    "frequency_cap",
+    "frequency_period_hours",
+    "opt_in_keywords",
+    "is_active",
 )
 MAX_KEYWORD_LENGTH: Final = 40
 
@@ -164,7 +162,7 @@ def purpose_create(
 ) -> Purpose:
     """A new purpose of `team`; the key is unique per team and never changes afterwards."""
     _ensure_may(actor, "consent.add_purpose", team.pk)
-    unknown = set(fields) - PURPOSE_UPDATABLE_FIELDS
+    unknown = set(fields).difference(PURPOSE_UPDATABLE_FIELDS)
     if unknown:
         raise PurposeInvalid(
             _("Unknown purpose fields: %(fields)s.") % {"fields": ", ".join(sorted(unknown))}
@@ -192,7 +190,7 @@ def purpose_create(
 def purpose_update(*, purpose: Purpose, actor: AbstractBaseUser | None, **fields: Any) -> Purpose:
     """Change a purpose; consents already given keep their recorded state."""
     _ensure_may(actor, "consent.change_purpose", purpose.team_id)
-    unknown = set(fields) - PURPOSE_UPDATABLE_FIELDS
+    unknown = set(fields).difference(PURPOSE_UPDATABLE_FIELDS)
     if unknown:
         raise PurposeInvalid(
             _("These purpose fields cannot be changed: %(fields)s.")

@@ -6,7 +6,8 @@ from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
-from rest_framework import exceptions, permissions, status, viewsets
+from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework import exceptions, permissions, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -33,14 +34,62 @@ class ActionPermission(permissions.BasePermission):
         return request.user.has_perm(perm)
 
 
+# The model permission each standard action needs, by verb (see model_perms).
+CRUD_VERBS: dict[str, str] = {
+    "list": "view",
+    "retrieve": "view",
+    "create": "add",
+    "update": "change",
+    "partial_update": "change",
+    "destroy": "delete",
+}
+CRUD_ACTIONS = tuple(CRUD_VERBS)
+READ_ACTIONS = ("list", "retrieve")
+
+
+def model_perms(
+    app_label: str, model_name: str, actions: tuple[str, ...] = CRUD_ACTIONS, **extra: str
+) -> dict[str, str]:
+    """`action_perms` for a viewset of one model: the standard `actions` with their usual verb,
+    and `extra` custom actions with the verb they need.
+
+    `model_perms("crm", "tag", ("list", "create"), merge="change")` gives
+    `{"list": "crm.view_tag", "create": "crm.add_tag", "merge": "crm.change_tag"}`.
+    """
+    verbs = {action: CRUD_VERBS[action] for action in actions} | extra
+    return {action: f"{app_label}.{verb}_{model_name}" for action, verb in verbs.items()}
+
+
 class TeamScopedViewSet(viewsets.GenericViewSet):
-    """Base ViewSet: authenticated, role-checked per action, queryset scoped to the caller."""
+    """Base ViewSet: authenticated, role-checked per action, queryset scoped to the caller.
+
+    Actions that take input other than the object's own shape name their serializer in
+    `input_serializers`; every other action reads and writes with `serializer_class`.
+    """
 
     permission_classes: ClassVar[list] = [permissions.IsAuthenticated, ActionPermission]
     action_perms: ClassVar[dict[str, str]] = {}
+    input_serializers: ClassVar[dict[str, type[serializers.BaseSerializer]]] = {}
 
     def get_queryset(self) -> QuerySet:
         raise NotImplementedError("Scope the queryset to the caller with a selector.")
+
+    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
+        return self.input_serializers.get(self.action, self.serializer_class)
+
+    def validated_input(self, request: Request) -> dict[str, Any]:
+        """The request body checked with the action's serializer (invalid input is a 400)."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+
+class FilteredViewSet(TeamScopedViewSet):
+    """Filters but no client ordering: cursor paging needs a fixed order."""
+
+    filter_backends: ClassVar[list] = [DjangoFilterBackend]
+    # `queryset` only names the model (for the schema); get_queryset() scopes every request.
+    queryset: QuerySet
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from crm import selectors
-from crm.api.base import TeamScopedViewSet
+from crm.api.base import TeamScopedViewSet, model_perms
 from crm.imports import contact_import_create
 from crm.models import ContactImport, ImportRejection, Team
 
@@ -95,13 +95,9 @@ class ContactImportViewSet(
     parser_classes = (MultiPartParser, FormParser)
     filterset_fields = ("status", "team")
     ordering_fields = ("created_at",)
-    action_perms = {
-        "list": "crm.view_contactimport",
-        "retrieve": "crm.view_contactimport",
-        "create": "crm.add_contactimport",
-        "rejections": "crm.view_importrejection",
-        "report": "crm.view_contactimport",
-    }
+    action_perms = model_perms(
+        "crm", "contactimport", ("list", "retrieve", "create"), report="view"
+    ) | {"rejections": "crm.view_importrejection"}
 
     def get_queryset(self) -> QuerySet[ContactImport]:
         # Outside the caller's teams is 404, before any permission check runs.

@@ -8,7 +8,7 @@ crm.api.base). Every write calls exactly one service; a DomainError it raises be
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from django.db.models import (
     CharField,
@@ -22,7 +22,6 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast, Coalesce
 from django.utils.translation import gettext_lazy as _
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from guardian.models import UserObjectPermission
 from rest_framework import mixins, serializers
@@ -33,26 +32,8 @@ from rest_framework.response import Response
 from crm import selectors, services
 from crm.api import filters
 from crm.api import serializers as api
-from crm.api.base import TeamScopedViewSet
+from crm.api.base import READ_ACTIONS, FilteredViewSet, model_perms
 from crm.models import Contact, ContactPoint, Segment, Tag, Team
-
-
-class CrmViewSet(TeamScopedViewSet):
-    """Filters but no client ordering: cursor paging needs the fixed -created_at, -id order."""
-
-    filter_backends: ClassVar[list] = [DjangoFilterBackend]
-    # `queryset` only names the model (for the schema); get_queryset() scopes every request.
-    queryset: QuerySet
-    # Input serializers per action; anything else reads with `serializer_class`.
-    input_serializers: ClassVar[dict[str, type[serializers.BaseSerializer]]] = {}
-
-    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
-        return self.input_serializers.get(self.action, self.serializer_class)
-
-    def validated_input(self, request: Request) -> dict[str, Any]:
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        return dict(serializer.validated_data)
 
 
 def _member_count() -> Coalesce:
@@ -77,13 +58,10 @@ def _member_count() -> Coalesce:
     list=extend_schema(summary=_("Teams you belong to (auditors: every team)")),
     retrieve=extend_schema(summary=_("One team")),
 )
-class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CrmViewSet):
+class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, FilteredViewSet):
     queryset = Team.objects.none()
     serializer_class = api.TeamSerializer
-    action_perms: ClassVar[dict[str, str]] = {
-        "list": "crm.view_team",
-        "retrieve": "crm.view_team",
-    }
+    action_perms = model_perms("crm", "team", READ_ACTIONS)
 
     def get_queryset(self) -> QuerySet[Team]:
         return selectors.teams_visible_to(self.request.user).annotate(member_count=_member_count())
@@ -115,7 +93,7 @@ class ContactViewSet(
     mixins.CreateModelMixin,
     mixins.UpdateModelMixin,
     mixins.DestroyModelMixin,
-    CrmViewSet,
+    FilteredViewSet,
 ):
     queryset = Contact.objects.none()
     serializer_class = api.ContactSerializer
@@ -127,16 +105,7 @@ class ContactViewSet(
         "bulk_tag": api.ContactBulkTagInputSerializer,
         "bulk_assign_team": api.ContactBulkAssignTeamInputSerializer,
     }
-    action_perms: ClassVar[dict[str, str]] = {
-        "list": "crm.view_contact",
-        "retrieve": "crm.view_contact",
-        "create": "crm.add_contact",
-        "update": "crm.change_contact",
-        "partial_update": "crm.change_contact",
-        "destroy": "crm.delete_contact",
-        "bulk_tag": "crm.change_contact",
-        "bulk_assign_team": "crm.change_contact",
-    }
+    action_perms = model_perms("crm", "contact", bulk_tag="change", bulk_assign_team="change")
 
     def get_queryset(self) -> QuerySet[Contact]:
         return selectors.contacts_visible_to(self.request.user)
@@ -209,7 +178,7 @@ class ContactPointViewSet(
     mixins.CreateModelMixin,
     mixins.UpdateModelMixin,
     mixins.DestroyModelMixin,
-    CrmViewSet,
+    FilteredViewSet,
 ):
     queryset = ContactPoint.objects.none()
     serializer_class = api.ContactPointSerializer
@@ -218,14 +187,7 @@ class ContactPointViewSet(
         "update": api.ContactPointUpdateInputSerializer,
         "partial_update": api.ContactPointUpdateInputSerializer,
     }
-    action_perms: ClassVar[dict[str, str]] = {
-        "list": "crm.view_contactpoint",
-        "retrieve": "crm.view_contactpoint",
-        "create": "crm.add_contactpoint",
-        "update": "crm.change_contactpoint",
-        "partial_update": "crm.change_contactpoint",
-        "destroy": "crm.delete_contactpoint",
-    }
+    action_perms = model_perms("crm", "contactpoint")
 
     def get_queryset(self) -> QuerySet[ContactPoint]:
         return selectors.contact_points_visible_to(self.request.user)
@@ -260,17 +222,12 @@ class TagViewSet(
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
     mixins.DestroyModelMixin,
-    CrmViewSet,
+    FilteredViewSet,
 ):
     queryset = Tag.objects.none()
     serializer_class = api.TagSerializer
     filterset_class = filters.TagFilter
-    action_perms: ClassVar[dict[str, str]] = {
-        "list": "crm.view_tag",
-        "retrieve": "crm.view_tag",
-        "create": "crm.add_tag",
-        "destroy": "crm.delete_tag",
-    }
+    action_perms = model_perms("crm", "tag", ("list", "retrieve", "create", "destroy"))
 
     def get_queryset(self) -> QuerySet[Tag]:
         return selectors.tags_visible_to(self.request.user)
@@ -307,7 +264,7 @@ class SegmentViewSet(
     mixins.CreateModelMixin,
     mixins.UpdateModelMixin,
     mixins.DestroyModelMixin,
-    CrmViewSet,
+    FilteredViewSet,
 ):
     queryset = Segment.objects.none()
     serializer_class = api.SegmentSerializer
@@ -317,16 +274,7 @@ class SegmentViewSet(
         "partial_update": api.SegmentUpdateInputSerializer,
         "preview": api.SegmentPreviewInputSerializer,
     }
-    action_perms: ClassVar[dict[str, str]] = {
-        "list": "crm.view_segment",
-        "retrieve": "crm.view_segment",
-        "create": "crm.add_segment",
-        "update": "crm.change_segment",
-        "partial_update": "crm.change_segment",
-        "destroy": "crm.delete_segment",
-        "resolve": "crm.view_segment",
-        "preview": "crm.view_segment",
-    }
+    action_perms = model_perms("crm", "segment", resolve="view", preview="view")
 
     def get_queryset(self) -> QuerySet[Segment]:
         return selectors.segments_visible_to(self.request.user)

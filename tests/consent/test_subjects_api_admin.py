@@ -247,7 +247,7 @@ def test_verify_then_execute_actions(marketing, case, contact):
 
     page = client.post(CHANGELIST, action_post("verify_identity", [case]))
     assert page.status_code == 200
-    assert page.templates[0].name == "admin/consent/datasubjectrequest/action_form.html"
+    assert page.templates[0].name == "admin/intermediate_action.html"
 
     refused = client.post(CHANGELIST, action_post("execute", [case], apply="1"))
     assert refused.status_code == 302

@@ -499,7 +499,7 @@ def test_add_tag_action_shows_intermediate_page_then_tags(marketing, team):
 
     page = client.post(CHANGELIST, action_post("add_tag", contacts[:2], index="0"))
     assert page.status_code == 200
-    assert page.templates[0].name == "admin/crm/contact/action_form.html"
+    assert page.templates[0].name == "admin/intermediate_action.html"
 
     response = client.post(CHANGELIST, action_post("add_tag", contacts[:2], tag=tag.pk, apply="1"))
 

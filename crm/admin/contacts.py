@@ -1,204 +1,69 @@
-"""Admin of the crm app: teams, contacts with their addresses, tags, segments and profiles.
+"""Contacts in admin, with their addresses (inline and searchable) and tags.
 
-Thin by design: querysets come from `crm.selectors` (so other teams' rows are 404), forms only
-check input early so errors land on the right field, and every write goes through
-`crm.services`, which checks role and team again. Import screens live in admin_imports.
+Bulk actions (tag, move to a team, CSV export) ask on an intermediate page first; every
+write goes through crm.services.
 """
 
 from __future__ import annotations
 
-# Import screens live in their own module; importing it registers them.
-from crm import admin_imports  # noqa: F401
-
-# isort: split
 import re
-import zoneinfo
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import FilteredSelectMultiple
-from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, Model, QuerySet
+from django.db.models import Count, QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
-from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
-from django.utils.translation import gettext, ngettext
+from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext, ngettext_lazy
 from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
 from crm import selectors, services
 from crm.addresses import AddressInvalid, normalise_address, normalise_phone
-from crm.admin_base import TeamScopedAdminMixin, report_domain_error
-from crm.errors import DomainError, PermissionRefused
+from crm.admin_base import (
+    IntermediateActionMixin,
+    ScopedHistoryMixin,
+    ServiceAdminMixin,
+    TeamObjectFilter,
+    TeamOwnedFormMixin,
+    TeamScopedAdminMixin,
+    VisibleTeamFilter,
+    adopt,
+    delete_each,
+    report_domain_error,
+    time_zone_choices,
+)
+from crm.errors import DomainError
 from crm.exports import csv_response
-from crm.models import Channel, Contact, ContactPoint, Segment, Tag, Team, UserProfile
-from crm.segments import SegmentRulesInvalid, validate_rules
+from crm.models import Channel, Contact, ContactPoint, Tag, Team
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from django.db.models import Field
-    from django.forms import Form, ModelForm
 
-# How many selected contacts an intermediate action page lists by name.
-ACTION_PAGE_SAMPLE = 20
 # Contacts are exported in chunks so prefetching stays bounded on large selections.
 EXPORT_CHUNK_SIZE = 500
+
+
 # Search terms that look like a phone number are also looked up in E.164.
 PHONE_LIKE = re.compile(r"^\+?[\d\s()/.-]{6,}$")
 
 
-def _adopt(target: Model, saved: Model) -> None:
-    """Give the admin's unsaved instance the identity of the row a service created.
-
-    Django admin keeps using the instance it passed to save_model (for inlines, the log and
-    the redirect), while services build and return their own.
-    """
-    for field in saved._meta.concrete_fields:
-        setattr(target, field.attname, getattr(saved, field.attname))
-    target._state.adding = False
-    target._state.db = saved._state.db
-
-
-@cache
-def _time_zone_choices() -> list[tuple[str, str]]:
-    return [(name, name) for name in sorted(zoneinfo.available_timezones())]
-
-
-class ServiceAdminMixin:
-    """Out-of-scope objects are 404, and a refusal a form could not foresee becomes a message.
-
-    Forms check input up front; a service can still refuse (another writer was faster). The
-    changeform runs in a transaction, so by the time the error arrives here nothing is saved.
-    """
-
-    def get_object(
-        self, request: HttpRequest, object_id: str, from_field: str | None = None
-    ) -> Any:
-        obj = super().get_object(request, object_id, from_field)
-        if obj is None:
-            # Django would redirect with "perhaps it was deleted"; the API answers 404, so do we.
-            raise Http404(gettext("Not found."))
-        return obj
-
-    def changeform_view(
-        self,
-        request: HttpRequest,
-        object_id: str | None = None,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except PermissionRefused as error:
-            raise PermissionDenied(error.message) from error
-        except DomainError as error:
-            report_domain_error(request, error)
-            return HttpResponseRedirect(request.get_full_path())
-
-    def delete_view(
-        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        try:
-            return super().delete_view(request, object_id, extra_context)
-        except PermissionRefused as error:
-            raise PermissionDenied(error.message) from error
-        except DomainError as error:
-            report_domain_error(request, error)
-            return HttpResponseRedirect(request.get_full_path())
-
-
-def _delete_each(queryset: QuerySet, delete: Callable[[Any], None]) -> None:
-    """Bulk delete through the service, all or nothing.
-
-    Django's "delete selected" already refused protected rows and missing permissions; a
-    refusal that still arrives here is answered 403 with nothing deleted.
-    """
-    try:
-        with transaction.atomic():
-            for obj in queryset:
-                delete(obj)
-    except DomainError as error:
-        raise PermissionDenied(error.message) from error
-
-
-class ScopedHistoryMixin:
-    """simple-history's views look objects up without the admin queryset; scope them here.
-
-    Reverting is switched off: it would write past the services (and past inline addresses).
-    """
-
-    def _history_in_scope(self, request: HttpRequest, object_id: str) -> bool:
-        pk = unquote(object_id)
-        try:
-            if self.get_queryset(request).filter(pk=pk).exists():
-                return True
-            # A deleted object: visible if its last known team is.
-            last = self.model.history.filter(id=pk).order_by("-history_date").first()
-        except (ValueError, ValidationError):
-            return False
-        return last is not None and last.team_id in selectors.visible_team_ids(request.user)
-
-    def history_view(
-        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        if not self._history_in_scope(request, object_id):
-            raise Http404(gettext("Not found."))
-        return super().history_view(request, object_id, extra_context)
-
-    def history_form_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        version_id: str,
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        if not self._history_in_scope(request, object_id):
-            raise Http404(gettext("Not found."))
-        if request.method == "POST":
-            raise PermissionDenied
-        return super().history_form_view(request, object_id, version_id, extra_context)
-
-    def revert_disabled(self, request: HttpRequest, obj: Any = None) -> bool:
-        return True
-
-
-class VisibleTeamFilter(admin.RelatedFieldListFilter):
-    """The team filter offers only teams the user may see."""
-
-    def field_choices(self, field: Field, request: HttpRequest, model_admin: Any) -> list:
-        return field.get_choices(
-            include_blank=False,
-            ordering=self.field_admin_ordering(field, request, model_admin),
-            limit_choices_to={"pk__in": selectors.visible_team_ids(request.user)},
-        )
-
-
-class VisibleTagFilter(admin.SimpleListFilter):
+class VisibleTagFilter(TeamObjectFilter):
     title = _("tag")
     parameter_name = "tag"
+    lookup = "tags__id"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        tags = selectors.tags_visible_to(request.user).order_by("name", "team__name")
-        several_teams = len(selectors.visible_team_ids(request.user)) > 1
-        return [
-            (str(tag.pk), f"{tag.name} ({tag.team})" if several_teams else tag.name) for tag in tags
-        ]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        value = self.value()
-        if value and value.isdigit():
-            return queryset.filter(tags__id=int(value))
-        return queryset
+    def objects(self, request: HttpRequest) -> QuerySet[Tag]:
+        return selectors.tags_visible_to(request.user).order_by("name", "team__name")
 
 
 class HasChannelFilter(admin.SimpleListFilter):
@@ -214,111 +79,17 @@ class HasChannelFilter(admin.SimpleListFilter):
         return queryset
 
 
-class TeamForm(forms.ModelForm):
-    members = forms.ModelMultipleChoiceField(
-        queryset=get_user_model().objects.none(),
-        required=False,
-        label=_("members"),
-        widget=FilteredSelectMultiple(_("members"), is_stacked=False),
-        help_text=_("Members work with this team's data, as far as their role allows."),
-    )
-    default_time_zone = forms.ChoiceField(choices=_time_zone_choices, label=_("default time zone"))
-
-    class Meta:
-        model = Team
-        fields = ["name", "slug", "default_language", "default_time_zone", "is_active"]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["members"].queryset = (
-            get_user_model().objects.filter(is_active=True).order_by("username")
-        )
-        if self.instance.pk:
-            self.fields["members"].initial = list(selectors.team_members(self.instance))
-
-
-@admin.register(Team)
-class TeamAdmin(ServiceAdminMixin, admin.ModelAdmin):
-    """Only superusers create teams and set members; everyone else reads their visible teams."""
-
-    form = TeamForm
-    list_display = ("name", "slug", "default_language", "default_time_zone", "is_active")
-    list_filter = ("is_active",)
-    search_fields = ("name", "slug")
-    prepopulated_fields = {"slug": ("name",)}
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
-        return super().get_queryset(request).filter(id__in=selectors.visible_team_ids(request.user))
-
-    def get_fields(self, request: HttpRequest, obj: Team | None = None) -> list[str]:
-        fields = ["name", "slug", "default_language", "default_time_zone", "is_active"]
-        return [*fields, "members" if request.user.is_superuser else "member_list"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Team | None = None) -> tuple:
-        return () if request.user.is_superuser else ("member_list",)
-
-    def get_prepopulated_fields(self, request: HttpRequest, obj: Team | None = None) -> dict:
-        return self.prepopulated_fields if request.user.is_superuser else {}
-
-    @admin.display(description=_("members"))
-    def member_list(self, team: Team) -> str:
-        return ", ".join(user.get_username() for user in selectors.team_members(team))
-
-    def has_view_permission(self, request: HttpRequest, obj: Team | None = None) -> bool:
-        if request.user.is_superuser:
-            return True
-        if not request.user.has_perm("crm.view_team"):
-            return False
-        return obj is None or obj.pk in selectors.visible_team_ids(request.user)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return request.user.is_superuser
-
-    def has_change_permission(self, request: HttpRequest, obj: Team | None = None) -> bool:
-        return request.user.is_superuser
-
-    def has_delete_permission(self, request: HttpRequest, obj: Team | None = None) -> bool:
-        return request.user.is_superuser
-
-    def save_model(self, request: HttpRequest, obj: Team, form: TeamForm, change: bool) -> None:
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        fields = {name: form.cleaned_data[name] for name in TeamForm.Meta.fields}
-        _adopt(obj, services.team_create(**fields))
-
-    def save_related(
-        self, request: HttpRequest, form: TeamForm, formsets: list, change: bool
-    ) -> None:
-        super().save_related(request, form, formsets, change)
-        if "members" in form.cleaned_data:
-            services.team_members_set(team=form.instance, users=form.cleaned_data["members"])
-
-
 class TagChoiceField(forms.ModelMultipleChoiceField):
     def label_from_instance(self, obj: Tag) -> str:
         return f"{obj.name} ({obj.team})"
 
 
-class ContactForm(forms.ModelForm):
-    time_zone = forms.ChoiceField(choices=_time_zone_choices, label=_("time zone"))
+class ContactForm(TeamOwnedFormMixin, forms.ModelForm):
+    time_zone = forms.ChoiceField(choices=time_zone_choices, label=_("time zone"))
 
     class Meta:
         model = Contact
-        fields = [
-            "team",
-            "salutation",
-            "first_name",
-            "last_name",
-            "language",
-            "time_zone",
-            "organisation",
-            "profession",
-            "preferred_channel",
-            "attributes",
-            "external_id",
-            "tags",
-        ]
+        fields = ["team", *services.CONTACT_FIELDS, "tags"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -330,15 +101,9 @@ class ContactForm(forms.ModelForm):
                 team_id=self.instance.team_id
             )
 
-    def _team_id(self) -> int | None:
-        if "team" in self.fields:
-            team = self.cleaned_data.get("team")
-            return team.pk if team else None
-        return self.instance.team_id
-
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
-        team_id = self._team_id()
+        team_id = self.team_id()
         if team_id is None:
             return cleaned
         foreign = [tag.name for tag in cleaned.get("tags") or () if tag.team_id != team_id]
@@ -348,14 +113,16 @@ class ContactForm(forms.ModelForm):
                 _("Tags of another team cannot be used: %(tags)s.") % {"tags": ", ".join(foreign)},
             )
         external_id = (cleaned.get("external_id") or "").strip() or None
-        if external_id and "external_id" in self.fields:
-            taken = Contact.objects.filter(team_id=team_id, external_id=external_id)
-            if taken.exclude(pk=self.instance.pk).exists():
-                self.add_error(
-                    "external_id",
-                    _("Another contact of this team already has the external id “%(id)s”.")
-                    % {"id": external_id},
-                )
+        if (
+            external_id
+            and "external_id" in self.fields
+            and self.taken_in_team(external_id=external_id)
+        ):
+            self.add_error(
+                "external_id",
+                _("Another contact of this team already has the external id “%(id)s”.")
+                % {"id": external_id},
+            )
         return cleaned
 
 
@@ -480,7 +247,13 @@ class AssignTeamForm(forms.Form):
 
 
 @admin.register(Contact)
-class ContactAdmin(ServiceAdminMixin, ScopedHistoryMixin, TeamScopedAdminMixin, SimpleHistoryAdmin):
+class ContactAdmin(
+    IntermediateActionMixin,
+    ServiceAdminMixin,
+    ScopedHistoryMixin,
+    TeamScopedAdminMixin,
+    SimpleHistoryAdmin,
+):
     form = ContactForm
     inlines = [ContactPointInline]
     list_display = (
@@ -506,6 +279,11 @@ class ContactAdmin(ServiceAdminMixin, ScopedHistoryMixin, TeamScopedAdminMixin, 
     search_help_text = _("Name, organisation, external id, e-mail address or phone number.")
     actions = ["add_tag", "assign_team", "export_csv"]
     object_history_template = "admin/crm/contact/object_history.html"
+    action_summary = ngettext_lazy(
+        "This applies to %(counter)s selected contact:",
+        "This applies to %(counter)s selected contacts:",
+        "counter",
+    )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Contact]:
         queryset = selectors.contacts_visible_to(request.user)
@@ -587,6 +365,9 @@ class ContactAdmin(ServiceAdminMixin, ScopedHistoryMixin, TeamScopedAdminMixin, 
     def tag_list(self, contact: Contact) -> str:
         return ", ".join(tag.name for tag in contact.tags.all())
 
+    def action_sample_label(self, contact: Contact) -> str:
+        return format_html("{} ({})", contact, contact.team)
+
     def save_model(
         self, request: HttpRequest, obj: Contact, form: ContactForm, change: bool
     ) -> None:
@@ -596,7 +377,7 @@ class ContactAdmin(ServiceAdminMixin, ScopedHistoryMixin, TeamScopedAdminMixin, 
             contact = services.contact_create(
                 team=cleaned["team"], actor=request.user, tags=cleaned.get("tags", ()), **fields
             )
-            _adopt(obj, contact)
+            adopt(obj, contact)
             return
         changed = {
             name: cleaned[name] for name in form.changed_data if name in services.CONTACT_FIELDS
@@ -658,7 +439,7 @@ class ContactAdmin(ServiceAdminMixin, ScopedHistoryMixin, TeamScopedAdminMixin, 
         services.contact_delete(contact=obj, actor=request.user)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Contact]) -> None:
-        _delete_each(
+        delete_each(
             queryset, lambda contact: services.contact_delete(contact=contact, actor=request.user)
         )
 
@@ -699,7 +480,7 @@ class ContactAdmin(ServiceAdminMixin, ScopedHistoryMixin, TeamScopedAdminMixin, 
             return None
         form = AddTagForm(request.POST if "apply" in request.POST else None, team=team)
         if not form.is_valid():
-            return self._action_page(
+            return self.action_page(
                 request,
                 queryset,
                 form,
@@ -731,7 +512,7 @@ class ContactAdmin(ServiceAdminMixin, ScopedHistoryMixin, TeamScopedAdminMixin, 
     def assign_team(self, request: HttpRequest, queryset: QuerySet[Contact]) -> HttpResponse | None:
         form = AssignTeamForm(request.POST if "apply" in request.POST else None, user=request.user)
         if not form.is_valid():
-            return self._action_page(
+            return self.action_page(
                 request,
                 queryset,
                 form,
@@ -794,35 +575,6 @@ class ContactAdmin(ServiceAdminMixin, ScopedHistoryMixin, TeamScopedAdminMixin, 
 
         stamp = timezone.localtime(timezone.now(), zone).strftime("%Y%m%d-%H%M")
         return csv_response(rows(), header, filename=f"contacts-{stamp}.csv")
-
-    def _action_page(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet[Contact],
-        form: Form,
-        *,
-        action: str,
-        title: str,
-        note: str = "",
-    ) -> TemplateResponse:
-        """The intermediate page of an action: the form, and which contacts it will touch."""
-        request.current_app = self.admin_site.name
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title,
-            "subtitle": None,
-            "opts": self.opts,
-            "form": form,
-            "note": note,
-            "action": action,
-            "count": queryset.count(),
-            "sample": list(queryset[:ACTION_PAGE_SAMPLE]),
-            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
-            "select_across": request.POST.get("select_across", "0"),
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "media": self.media + form.media,
-        }
-        return TemplateResponse(request, "admin/crm/contact/action_form.html", context)
 
 
 def _primary_address(contact: Contact, channels: set[str]) -> str:
@@ -890,7 +642,7 @@ class ContactPointAdmin(
         return format_html('<a href="{}">{}</a>', url, point.contact)
 
 
-class TagForm(forms.ModelForm):
+class TagForm(TeamOwnedFormMixin, forms.ModelForm):
     class Meta:
         model = Tag
         fields = ["team", "name"]
@@ -898,13 +650,8 @@ class TagForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         name = (cleaned.get("name") or "").strip()
-        team_id = cleaned["team"].pk if cleaned.get("team") else self.instance.team_id
-        if name and team_id:
-            clash = Tag.objects.filter(team_id=team_id, name__iexact=name)
-            if clash.exclude(pk=self.instance.pk).exists():
-                self.add_error(
-                    "name", _("This team already has the tag “%(name)s”.") % {"name": name}
-                )
+        if name and self.taken_in_team(name__iexact=name):
+            self.add_error("name", _("This team already has the tag “%(name)s”.") % {"name": name})
         cleaned["name"] = name
         return cleaned
 
@@ -928,7 +675,7 @@ class TagAdmin(ServiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin):
         services.tag_delete(tag=obj, actor=request.user)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Tag]) -> None:
-        _delete_each(queryset, lambda tag: services.tag_delete(tag=tag, actor=request.user))
+        delete_each(queryset, lambda tag: services.tag_delete(tag=tag, actor=request.user))
 
     @admin.display(description=_("contacts"), ordering="contact_total")
     def contact_count(self, tag: Tag) -> int:
@@ -942,205 +689,4 @@ class TagAdmin(ServiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin):
         tag = services.tag_create(
             team=form.cleaned_data["team"], name=form.cleaned_data["name"], actor=request.user
         )
-        _adopt(obj, tag)
-
-
-class SegmentForm(forms.ModelForm):
-    class Meta:
-        model = Segment
-        fields = ["team", "name", "description", "rules"]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if "rules" in self.fields:
-            # An empty rule set is valid (every contact of the team); forms treat {} as missing.
-            self.fields["rules"].required = False
-            self.fields["rules"].widget.attrs.update(rows=12, cols=80)
-
-    def clean_rules(self) -> dict[str, Any]:
-        rules = self.cleaned_data.get("rules") or {"match": "all", "conditions": []}
-        try:
-            validate_rules(rules)
-        except SegmentRulesInvalid as error:
-            raise ValidationError(error.message) from error
-        return rules
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        name = (cleaned.get("name") or "").strip()
-        team_id = cleaned["team"].pk if cleaned.get("team") else self.instance.team_id
-        if name and team_id:
-            clash = Segment.objects.filter(team_id=team_id, name=name)
-            if clash.exclude(pk=self.instance.pk).exists():
-                self.add_error(
-                    "name",
-                    _("This team already has a segment called “%(name)s”.") % {"name": name},
-                )
-        return cleaned
-
-
-@admin.register(Segment)
-class SegmentAdmin(ServiceAdminMixin, ScopedHistoryMixin, TeamScopedAdminMixin, SimpleHistoryAdmin):
-    """Rules are validated on the field; the change page previews who matches, live."""
-
-    form = SegmentForm
-    list_display = ("name", "team", "created_by", "updated_at")
-    list_filter = (("team", VisibleTeamFilter),)
-    search_fields = ("name", "description")
-    change_form_template = "admin/crm/segment/change_form.html"
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Segment]:
-        return selectors.segments_visible_to(request.user)
-
-    def get_fields(self, request: HttpRequest, obj: Segment | None = None) -> list[str]:
-        fields = ["team", "name", "description", "rules"]
-        return [*fields, "preview", "created_by"] if obj is not None else fields
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Segment | None = None) -> tuple:
-        return ("team", "preview", "created_by") if obj is not None else ()
-
-    @admin.display(description=_("matching contacts"))
-    def preview(self, segment: Segment) -> str:
-        try:
-            result = selectors.segment_preview(segment)
-        except SegmentRulesInvalid as error:
-            return format_html('<div id="segment-preview">{}</div>', error.message)
-        return _preview_html(result)
-
-    def delete_model(self, request: HttpRequest, obj: Segment) -> None:
-        services.segment_delete(segment=obj, actor=request.user)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Segment]) -> None:
-        _delete_each(
-            queryset, lambda segment: services.segment_delete(segment=segment, actor=request.user)
-        )
-
-    def get_urls(self) -> list[URLPattern]:
-        preview = path(
-            "preview/",
-            self.admin_site.admin_view(self.preview_view),
-            name="crm_segment_preview",
-        )
-        return [preview, *super().get_urls()]
-
-    def preview_view(self, request: HttpRequest) -> JsonResponse:
-        """Count and sample for rules being edited (GET team, rules); nothing is saved."""
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        team_id = request.GET.get("team", "")
-        if not team_id.isdigit() or int(team_id) not in selectors.visible_team_ids(request.user):
-            raise Http404(gettext("Not found."))
-        form = forms.JSONField(required=False)
-        try:
-            rules = form.clean(request.GET.get("rules", "")) or {}
-            result = selectors.segment_preview(Segment(team_id=int(team_id), rules=rules))
-        except ValidationError as error:
-            return JsonResponse({"error": " ".join(error.messages)}, status=400)
-        except SegmentRulesInvalid as error:
-            return JsonResponse({"error": error.message}, status=400)
-        return JsonResponse({"html": _preview_html(result)})
-
-    def save_model(
-        self, request: HttpRequest, obj: Segment, form: SegmentForm, change: bool
-    ) -> None:
-        cleaned = form.cleaned_data
-        if change:
-            services.segment_update(
-                segment=obj,
-                actor=request.user,
-                name=cleaned["name"],
-                rules=cleaned["rules"],
-                description=cleaned["description"],
-            )
-            return
-        segment = services.segment_create(
-            team=cleaned["team"],
-            name=cleaned["name"],
-            rules=cleaned["rules"],
-            description=cleaned["description"],
-            actor=request.user,
-        )
-        _adopt(obj, segment)
-
-
-def _preview_html(result: dict[str, Any]) -> str:
-    count = result["count"]
-    sample = format_html_join(
-        "",
-        '<li><a href="{}">{}</a></li>',
-        ((reverse("admin:crm_contact_change", args=[c.pk]), str(c)) for c in result["sample"]),
-    )
-    summary = ngettext("%(count)d contact matches.", "%(count)d contacts match.", count) % {
-        "count": count
-    }
-    return format_html(
-        '<div id="segment-preview"><strong class="preview-count">{}</strong><ul>{}</ul></div>',
-        summary,
-        sample,
-    )
-
-
-class UserProfileForm(forms.ModelForm):
-    time_zone = forms.ChoiceField(choices=_time_zone_choices, label=_("time zone"))
-
-    class Meta:
-        model = UserProfile
-        fields = ["user", "time_zone"]
-
-
-@admin.register(UserProfile)
-class UserProfileAdmin(ServiceAdminMixin, admin.ModelAdmin):
-    """Everyone sets their own time zone; superusers manage all profiles."""
-
-    form = UserProfileForm
-    list_display = ("user", "time_zone")
-    list_select_related = ("user",)
-    search_fields = ("user__username",)
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[UserProfile]:
-        queryset = super().get_queryset(request)
-        return queryset if request.user.is_superuser else queryset.filter(user=request.user)
-
-    def get_fields(self, request: HttpRequest, obj: UserProfile | None = None) -> list[str]:
-        if obj is None and not request.user.is_superuser:
-            return ["time_zone"]
-        return ["user", "time_zone"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: UserProfile | None = None) -> tuple:
-        return ("user",) if obj is not None else ()
-
-    def _own(self, request: HttpRequest, obj: UserProfile | None) -> bool:
-        user = request.user
-        if not (user.is_active and user.is_staff):
-            return False
-        return user.is_superuser or obj is None or obj.user_id == user.pk
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return request.user.is_active and request.user.is_staff
-
-    def has_view_permission(self, request: HttpRequest, obj: UserProfile | None = None) -> bool:
-        return self._own(request, obj)
-
-    def has_change_permission(self, request: HttpRequest, obj: UserProfile | None = None) -> bool:
-        return self._own(request, obj)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        if request.user.is_superuser:
-            return True
-        has_profile = getattr(request.user, "crm_profile", None) is not None
-        return self._own(request, None) and not has_profile
-
-    def has_delete_permission(self, request: HttpRequest, obj: UserProfile | None = None) -> bool:
-        return request.user.is_superuser
-
-    def save_model(
-        self, request: HttpRequest, obj: UserProfile, form: ModelForm, change: bool
-    ) -> None:
-        if change:
-            user = obj.user
-        elif request.user.is_superuser:
-            user = form.cleaned_data["user"]
-        else:
-            user = request.user
-        profile = services.user_time_zone_set(user=user, time_zone=form.cleaned_data["time_zone"])
-        _adopt(obj, profile)
+        adopt(obj, tag)

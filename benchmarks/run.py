@@ -1,0 +1,50 @@
+"""`make bench`: build a fresh PostgreSQL database per benchmark, run it, print the figures.
+
+python -m benchmarks.run [--scale 1000000] [--runs 5] [--only audience] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from benchmarks.harness import drop_database, recreate_database, report
+
+BENCHMARKS = {"audience": "benchmarks.bench_audience"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=int, default=int(os.environ.get("BENCH_SCALE", 1_000_000)))
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
+    parser.add_argument("--database", default="dialog_crm_bench")
+    parser.add_argument("--keep", action="store_true", help="Keep the database afterwards.")
+    args = parser.parse_args(argv)
+
+    os.environ["DATABASE_URL"] = recreate_database(args.database)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+    os.environ["CELERY_TASK_ALWAYS_EAGER"] = "true"
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    print(f"Benchmarks at scale {args.scale:,} ({args.runs} runs each, median shown)")
+    try:
+        for name in args.only or sorted(BENCHMARKS):
+            module = importlib.import_module(BENCHMARKS[name])
+            report(name, module.run(args.scale, args.runs))
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if not args.keep:
+            drop_database(args.database)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
