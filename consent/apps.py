@@ -10,10 +10,12 @@ class ConsentConfig(AppConfig):
 
     def ready(self) -> None:
         # Segment rules and imports gain consent; crm must not import consent itself.
-        from consent import imports, selectors
+        from consent import demo, imports, selectors
+        from crm.demo import register_demo_step
         from crm.imports import hooks
         from crm.segments import ConditionType, register_condition
 
+        register_demo_step(demo.DEMO_STEP)
         hooks.ROW_CHECKS.append(imports.refuse_suppressed)
         hooks.ROW_HOOKS.append(imports.record_import_consent)
         hooks.HOOK_COLUMNS.update(imports.CONSENT_COLUMNS)
