@@ -35,6 +35,14 @@ def _crud(model: str, app: str = "crm") -> list[str]:
     return [f"{app}.{verb}_{model}" for verb in ("view", "add", "change", "delete")]
 
 
+# Approvals: who sees approved wording, and what a reviewer needs to decide.
+_TEMPLATE_READ: Final = ["approvals.view_messagetemplate", "approvals.view_templateversion"]
+_REVIEWER: Final = [
+    *_TEMPLATE_READ,
+    "approvals.view_reviewdecision",
+    "approvals.add_reviewdecision",
+]
+
 ROLE_PERMISSIONS: Final[dict[str, list[str]]] = {
     MARKETING: [
         "crm.view_team",
@@ -65,11 +73,27 @@ ROLE_PERMISSIONS: Final[dict[str, list[str]]] = {
         "consent.change_datasubjectrequest",
         "consent.view_retentionpolicy",
         "consent.view_retentionrun",
+        *_TEMPLATE_READ,
     ],
-    EDITOR: ["crm.view_team", "crm.view_contact", "crm.view_tag", "crm.view_segment"],
-    REVIEWER_EDITORIAL: ["crm.view_team"],
-    REVIEWER_LEGAL: ["crm.view_team"],
-    REVIEWER_MEDICAL: ["crm.view_team"],
+    EDITOR: [
+        "crm.view_team",
+        "crm.view_contact",
+        "crm.view_tag",
+        "crm.view_segment",
+        "approvals.view_messagetemplate",
+        "approvals.add_messagetemplate",
+        "approvals.change_messagetemplate",
+        "approvals.view_templateversion",
+        "approvals.add_templateversion",
+        "approvals.change_templateversion",
+        "approvals.submit_templateversion",
+        "approvals.view_approvalpolicy",
+        "approvals.view_approvalstage",
+        "approvals.view_reviewdecision",
+    ],
+    REVIEWER_EDITORIAL: ["crm.view_team", *_REVIEWER],
+    REVIEWER_LEGAL: ["crm.view_team", *_REVIEWER],
+    REVIEWER_MEDICAL: ["crm.view_team", *_REVIEWER],
     AGENT: [
         "crm.view_team",
         "crm.view_contact",
@@ -84,6 +108,7 @@ ROLE_PERMISSIONS: Final[dict[str, list[str]]] = {
         "consent.add_consentevent",
         "consent.view_withdrawalreview",
         "consent.change_withdrawalreview",
+        *_TEMPLATE_READ,
     ],
     AUDITOR: ["crm.view_all_teams"],
 }
