@@ -4,10 +4,12 @@ from typing import Any, Final
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
+from approvals.errors import VersionImmutable
 from consent.models import Purpose
 from crm.ledger import LedgerEntry, LedgerImmutable, LedgerQuerySet
 from crm.models import Channel, Language, Team, TimeStampedModel
@@ -103,6 +105,19 @@ class ProviderStatus(models.TextChoices):
     DISABLED = "disabled", _("Disabled by the provider")
 
 
+# What a reviewer approves; frozen once the version leaves draft.
+VERSION_CONTENT_FIELDS: Final = (
+    "subject",
+    "header",
+    "body",
+    "footer",
+    "buttons",
+    "variables",
+    "valid_from",
+    "valid_until",
+)
+
+
 class TemplateVersion(TimeStampedModel):
     """One wording of a template. Approved versions are immutable: editing means a new version."""
 
@@ -182,6 +197,39 @@ class TemplateVersion(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.template.name} v{self.number}"
+
+    def _stored_if_locked(self) -> dict[str, Any] | None:
+        """The stored content and state when the stored row is no longer a draft, else None."""
+        if self._state.adding or self.pk is None:
+            return None
+        stored = (
+            type(self).objects.filter(pk=self.pk).values("state", *VERSION_CONTENT_FIELDS).first()
+        )
+        if stored is None or stored["state"] == VersionState.DRAFT:
+            return None
+        return stored
+
+    def clean(self) -> None:
+        # Forms (admin, API) see the refusal as a form error before anything is saved.
+        stored = self._stored_if_locked()
+        if stored and any(stored[name] != getattr(self, name) for name in VERSION_CONTENT_FIELDS):
+            raise ValidationError(
+                _("Only draft versions can be edited; create a new version instead.")
+            )
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Last line of defence behind the services: the content of a version that left
+        # draft never changes. Saves that name only workflow fields skip the extra read.
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or set(update_fields) & set(VERSION_CONTENT_FIELDS):
+            stored = self._stored_if_locked()
+            if stored and any(
+                stored[name] != getattr(self, name) for name in VERSION_CONTENT_FIELDS
+            ):
+                raise VersionImmutable(
+                    _("Only draft versions can be edited; create a new version instead.")
+                )
+        super().save(*args, **kwargs)
 
     def content_payload(self) -> dict[str, Any]:
         return {

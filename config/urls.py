@@ -11,6 +11,7 @@ admin.site.site_title = "Dialog CRM"
 api_v1 = [
     path("", include("crm.api.urls")),
     path("", include("consent.api.urls")),
+    path("", include("approvals.api.urls")),
 ]
 
 urlpatterns = [

@@ -8,7 +8,7 @@ route it registers is checked automatically:
 - anonymous callers are refused on every route and method;
 - an outsider (a marketing user of `other_team`) lists none of `team`'s objects, and gets 404 on
   any detail route of one of them (403 where their role lacks the permission), changing nothing;
-- the auditor lists every team's objects.
+- the auditor lists every team's objects (except on PERSONAL_LISTS such as the review queue).
 
 To check scoping the matrix needs one object of `team` per resource. It uses, in order: a maker
 in OBJECT_MAKERS, a factory from tests.factories for the model, or `Model.objects.create(team=)`
@@ -57,10 +57,63 @@ def _consent(team: Team) -> models.Model:
     return apps.get_model("consent", "Consent").objects.get(contact=event.contact)
 
 
+def _message_template(team: Team) -> models.Model:
+    from approvals.services import template_create
+
+    return template_create(
+        team=team,
+        name="matrix_template",
+        channel="email",
+        category="utility",
+        language="de",
+        actor=None,
+    )
+
+
+def _template_version(team: Team) -> models.Model:
+    from approvals.services import template_version_create
+
+    return template_version_create(
+        template=_message_template(team),
+        actor=None,
+        subject="Programm",
+        body="Hallo {{ first_name }}",
+    )
+
+
+def _approval_policy(team: Team) -> models.Model:
+    from tests.approvals.review_helpers import three_stage_policy
+
+    return three_stage_policy(team)
+
+
+def _review_decision(team: Team) -> models.Model:
+    from approvals.services import template_version_submit
+    from crm import roles
+    from crm.services import team_member_add
+    from tests.approvals.review_helpers import decide, group
+    from tests.factories import UserFactory
+
+    _approval_policy(team)
+    reviewer = UserFactory()
+    reviewer.groups.add(group(roles.REVIEWER_EDITORIAL))
+    team_member_add(team=team, user=reviewer)
+    version = template_version_submit(version=_template_version(team), actor=None)
+    return decide(version, reviewer)
+
+
 OBJECT_MAKERS: dict[str, Callable[[Team], models.Model]] = {
     "consent.consentevent": _consent_event,
     "consent.consent": _consent,
+    "approvals.messagetemplate": _message_template,
+    "approvals.templateversion": _template_version,
+    "approvals.approvalpolicy": _approval_policy,
+    "approvals.reviewdecision": _review_decision,
 }
+
+# Lists of what the caller may act on rather than what they may read: the auditor's is empty
+# by design (the review queue holds only versions the caller may decide now).
+PERSONAL_LISTS = {"review-queue-list"}
 
 
 @dataclass(frozen=True)
@@ -131,14 +184,28 @@ def _team_lookup(model: type[models.Model]) -> str:
     """The ORM path from `model` to the id of its owning Team."""
     if model is Team:
         return "pk"
+    path = _path_to_team(model, hops=3)
+    if path is None:
+        pytest.fail(f"{model.__name__} has no path to a Team; the matrix cannot check its scope")
+    return path or ""
+
+
+def _path_to_team(model: type[models.Model], hops: int) -> str | None:
+    """`team_id`, or the shortest chain of foreign keys (at most `hops`) ending in one."""
     fields = {field.name: field for field in model._meta.get_fields()}
     if isinstance(fields.get("team"), models.ForeignKey):
         return "team_id"
+    if hops == 0:
+        return None
     for field in model._meta.get_fields():
         if isinstance(field, models.ForeignKey) and _has_team(field.related_model):
             return f"{field.name}__team_id"
-    pytest.fail(f"{model.__name__} has no path to a Team; the matrix cannot check its scope")
-    return ""
+    for field in model._meta.get_fields():
+        if isinstance(field, models.ForeignKey):
+            rest = _path_to_team(field.related_model, hops - 1)
+            if rest is not None:
+                return f"{field.name}__{rest}"
+    return None
 
 
 def _has_team(model: type[models.Model]) -> bool:
@@ -245,7 +312,8 @@ def test_outsider_lists_none_of_the_teams_objects(
     lookup = _team_lookup(model)
 
     auditor_rows = _rows(api_client_for(auditor).get(route.url()))
-    assert owned.pk in {row["id"] for row in auditor_rows}, "the auditor should see it"
+    if route.name not in PERSONAL_LISTS:
+        assert owned.pk in {row["id"] for row in auditor_rows}, "the auditor should see it"
 
     response = api_client_for(outsider).get(route.url())
     if not outsider.has_perm(route.viewset.action_perms["list"]):

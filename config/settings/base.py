@@ -225,3 +225,21 @@ CELERY_BEAT_SCHEDULE["consent-apply-retention"] = {
     "task": "consent.tasks.apply_retention",
     "schedule": 24 * 60 * 60,
 }
+# Approvals. Who checks WhatsApp templates after internal approval (dotted path to a class
+# implementing approvals.providers.TemplateProvider); the fake answers "pending" unless
+# APPROVALS_FAKE_PROVIDER_APPROVES is set (then it approves at once, for the demo).
+APPROVALS_TEMPLATE_PROVIDER = env.str(
+    "APPROVALS_TEMPLATE_PROVIDER", default="approvals.providers.FakeTemplateProvider"
+)
+APPROVALS_FAKE_PROVIDER_APPROVES = env.bool("APPROVALS_FAKE_PROVIDER_APPROVES", default=False)
+# Days before approved content expires (valid_until) that the template owner is e-mailed, once.
+APPROVALS_EXPIRY_NOTICE_DAYS = env.int("APPROVALS_EXPIRY_NOTICE_DAYS", default=14)
+# Hourly: retire approved versions past valid_until. Daily: warn owners of expiring content.
+CELERY_BEAT_SCHEDULE["approvals-retire-expired"] = {
+    "task": "approvals.tasks.retire_expired_versions",
+    "schedule": 60 * 60,
+}
+CELERY_BEAT_SCHEDULE["approvals-notify-expiring"] = {
+    "task": "approvals.tasks.notify_expiring_versions",
+    "schedule": 24 * 60 * 60,
+}

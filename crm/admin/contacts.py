@@ -319,7 +319,7 @@ class ContactAdmin(
             (_("Classification"), {"fields": ["tags", "external_id", "attributes"]}),
         ]
         if obj is not None:
-            fieldsets.append((_("Record"), {"fields": [("created_at", "updated_at")]}))
+            fieldsets.append((_("Created and changed"), {"fields": [("created_at", "updated_at")]}))
         return fieldsets
 
     def get_readonly_fields(self, request: HttpRequest, obj: Contact | None = None) -> tuple:

@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+from tests.factories.approvals import (
+    ApprovalPolicyFactory,
+    ApprovalStageFactory,
+    MessageTemplateFactory,
+    TemplateVersionFactory,
+)
 from tests.factories.consent import (
     ConsentTextFactory,
     DataSubjectRequestFactory,
@@ -15,13 +21,17 @@ from tests.factories.crm import (
 )
 
 __all__ = [
+    "ApprovalPolicyFactory",
+    "ApprovalStageFactory",
     "ConsentTextFactory",
     "ContactFactory",
     "ContactPointFactory",
     "DataSubjectRequestFactory",
+    "MessageTemplateFactory",
     "PurposeFactory",
     "SegmentFactory",
     "TagFactory",
     "TeamFactory",
+    "TemplateVersionFactory",
     "UserFactory",
 ]
