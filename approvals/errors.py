@@ -21,7 +21,7 @@ class DecisionRefused(DomainError):
     """A review decision broke a rule; `code` says which one.
 
     Codes: not_in_review, invalid_decision, author_cannot_decide, not_in_stage_group,
-    not_a_reviewer_of_team, already_decided_other_stage, already_decided, stale_content,
+    not_reviewer_of_team, already_decided_other_stage, already_decided, stale_content,
     comment_required, no_stage.
     """
 
@@ -101,3 +101,9 @@ class ChannelRulesViolated(DomainError):
             else _("The version breaks its channel's rules.")
         )
         super().__init__(message, field=first.field if first else None)
+
+    def field_errors(self) -> dict[str, list[str]]:
+        errors: dict[str, list[str]] = {}
+        for violation in self.violations:
+            errors.setdefault(violation.field, []).append(str(violation.message))
+        return errors

@@ -20,6 +20,10 @@ class DomainError(Exception):
         self.field = field
         super().__init__(self.message)
 
+    def field_errors(self) -> dict[str, list[str]]:
+        """Messages per input field, for the API's 400 body (subclasses may name several)."""
+        return {self.field: [self.message]} if self.field else {}
+
 
 class NotFoundInScope(DomainError):
     code = "not_found"

@@ -95,9 +95,7 @@ class FilteredViewSet(TeamScopedViewSet):
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DomainErrors become 400 (or their own status) with a code and field errors."""
     if isinstance(exc, DomainError):
-        body: dict[str, Any] = {"code": exc.code, "detail": exc.message}
-        if exc.field:
-            body[exc.field] = [exc.message]
+        body: dict[str, Any] = {"code": exc.code, "detail": exc.message, **exc.field_errors()}
         return Response(body, status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
