@@ -39,7 +39,6 @@ class VersionImmutable(DomainError):
     """Only draft versions can be edited; approved content changes by a new version."""
 
     code = "version_immutable"
-    status_code = 409
 
 
 class TemplateInvalid(DomainError):

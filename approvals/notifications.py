@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 def version_url(version: TemplateVersion) -> str:
     """Where the version is read and decided (the admin), or "" if the admin is not there."""
     try:
-        path = reverse("admin:approvals_templateversion_change", args=[version.pk])
+        path = reverse("admin:approvals_templateversion_review", args=[version.pk])
     except NoReverseMatch:
         return ""
     return settings.PUBLIC_BASE_URL.rstrip("/") + path

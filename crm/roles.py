@@ -41,6 +41,9 @@ _REVIEWER: Final = [
     *_TEMPLATE_READ,
     "approvals.view_reviewdecision",
     "approvals.add_reviewdecision",
+    "approvals.view_approvalpolicy",
+    "approvals.view_approvalstage",
+    "approvals.view_versionstatechange",
 ]
 
 ROLE_PERMISSIONS: Final[dict[str, list[str]]] = {
@@ -90,6 +93,7 @@ ROLE_PERMISSIONS: Final[dict[str, list[str]]] = {
         "approvals.view_approvalpolicy",
         "approvals.view_approvalstage",
         "approvals.view_reviewdecision",
+        "approvals.view_versionstatechange",
     ],
     REVIEWER_EDITORIAL: ["crm.view_team", *_REVIEWER],
     REVIEWER_LEGAL: ["crm.view_team", *_REVIEWER],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from approvals.models import ReviewDecision, TemplateVersion, VersionState, VersionStateChange
+from approvals.models import ReviewDecision, TemplateVersion, VersionState
 from approvals.services import template_version_update
 from crm import roles
 from tests.approvals.review_helpers import (
@@ -222,13 +222,13 @@ def test_approved_version_is_immutable_via_the_api(
         response = getattr(client, method)(
             f"{VERSIONS}{version.pk}/", {"body": "Ganz anders."}, format="json"
         )
-        assert response.status_code == 409, response.data
+        assert response.status_code == 400, response.data
         assert response.data["code"] == "version_immutable"
         assert snapshot(version) == before
 
     # A state sent in the body is ignored: only the workflow writes it.
     response = client.patch(f"{VERSIONS}{version.pk}/", {"state": "draft"}, format="json")
-    assert response.status_code == 409
+    assert response.status_code == 400
     assert snapshot(version) == before
 
 
@@ -243,9 +243,7 @@ def test_reviewer_of_another_team_sees_nothing_of_it_and_gets_404(
     before = snapshot(mine)
 
     assert [row["id"] for row in rows(api_client_for(stranger).get(QUEUE))] == [theirs.pk]
-    assert [row["id"] for row in rows(api_client_for(reviewer_editorial).get(QUEUE))] == [
-        mine.pk
-    ]
+    assert [row["id"] for row in rows(api_client_for(reviewer_editorial).get(QUEUE))] == [mine.pk]
     client = api_client_for(stranger)
     assert client.get(f"{VERSIONS}{mine.pk}/").status_code == 404
     assert client.get(f"{VERSIONS}{mine.pk}/preview/").status_code == 404
