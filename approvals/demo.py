@@ -373,7 +373,7 @@ def _version(ctx: DemoContext, template: MessageTemplate, spec: DemoVersion) -> 
     stages = selectors.policy_stages(team_id=template.team_id, category=template.category)
     approvals = len(stages) if spec.outcome in (APPROVED, RETIRED) else spec.approvals
     for _stage in stages[:approvals]:
-        _decide(ctx, version, Decision.APPROVE, _("Freigegeben."))
+        _decide(ctx, version, Decision.APPROVE, _("Approved."))
     if spec.outcome == REJECTED:
         _decide(ctx, version, Decision.REJECT, spec.comment)
     elif spec.outcome == CHANGES_REQUESTED:

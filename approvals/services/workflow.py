@@ -245,8 +245,10 @@ def template_version_transition(
         .get(pk=version.pk)
     )
     if to not in VersionState.values or to not in VERSION_TRANSITIONS[locked.state]:
+        labels = dict(VersionState.choices)
         raise TransitionRefused(
-            _("A %(from)s version cannot become %(to)s.") % {"from": locked.state, "to": to}
+            _("A %(from)s version cannot become %(to)s.")
+            % {"from": labels[locked.state], "to": labels.get(to, to)}
         )
     previous = locked.state
     now = timezone.now()
