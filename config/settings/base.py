@@ -145,6 +145,16 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 
 # Message provider used by channel accounts that name no provider of their own.
 MESSAGING_DEFAULT_PROVIDER = env.str("MESSAGING_DEFAULT_PROVIDER", default="console")
+# Seconds a provider call may take: to connect, then to answer. A timeout after connecting
+# leaves the message `unknown` (it may have been sent) for reconciliation, so keep it generous.
+MESSAGING_PROVIDER_CONNECT_TIMEOUT = env.float("MESSAGING_PROVIDER_CONNECT_TIMEOUT", default=5.0)
+MESSAGING_PROVIDER_TIMEOUT = env.float("MESSAGING_PROVIDER_TIMEOUT", default=20.0)
+# WhatsApp Cloud API: the Graph API version is pinned (Meta's examples use v26.0); the base URL
+# is only changed to point tests or a sandbox at a stub.
+WHATSAPP_GRAPH_API_VERSION = env.str("WHATSAPP_GRAPH_API_VERSION", default="v26.0")
+WHATSAPP_GRAPH_BASE_URL = env.str("WHATSAPP_GRAPH_BASE_URL", default="https://graph.facebook.com")
+# Twilio REST API base URL (only changed to point tests or a sandbox at a stub).
+TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
