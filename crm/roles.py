@@ -46,6 +46,16 @@ _REVIEWER: Final = [
     "approvals.view_versionstatechange",
 ]
 
+# Messaging: reading conversations, and what sending and answering in them needs.
+_MESSAGING_READ: Final = [
+    "messaging.view_channelaccount",
+    "messaging.view_conversation",
+    "messaging.view_conversationevent",
+    "messaging.view_message",
+    "messaging.view_statusreceipt",
+]
+_MESSAGING_SEND: Final = [*_MESSAGING_READ, "messaging.add_message"]
+
 ROLE_PERMISSIONS: Final[dict[str, list[str]]] = {
     MARKETING: [
         "crm.view_team",
@@ -77,6 +87,10 @@ ROLE_PERMISSIONS: Final[dict[str, list[str]]] = {
         "consent.view_retentionpolicy",
         "consent.view_retentionrun",
         *_TEMPLATE_READ,
+        *_MESSAGING_SEND,
+        "messaging.view_automationrule",
+        "messaging.add_automationrule",
+        "messaging.change_automationrule",
     ],
     EDITOR: [
         "crm.view_team",
@@ -113,6 +127,11 @@ ROLE_PERMISSIONS: Final[dict[str, list[str]]] = {
         "consent.view_withdrawalreview",
         "consent.change_withdrawalreview",
         *_TEMPLATE_READ,
+        *_MESSAGING_SEND,
+        "messaging.change_conversation",
+        "messaging.view_agentpresence",
+        "messaging.change_agentpresence",
+        "messaging.view_automationrule",
     ],
-    AUDITOR: ["crm.view_all_teams"],
+    AUDITOR: ["crm.view_all_teams", "messaging.export_conversations"],
 }

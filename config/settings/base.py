@@ -253,3 +253,23 @@ CELERY_BEAT_SCHEDULE["approvals-notify-expiring"] = {
     "task": "approvals.tasks.notify_expiring_versions",
     "schedule": 24 * 60 * 60,
 }
+# Messaging delivery (messaging.services.delivery). A queued message's outbox row is leased for
+# MESSAGING_OUTBOX_LEASE_SECONDS when dispatched; if its task is lost (broker outage, worker
+# gone) the dispatcher sends it again after that. Transient provider errors are retried up to
+# MESSAGING_MAX_ATTEMPTS times, waiting base * 2^n seconds (capped at the max). Messages whose
+# outcome stayed unknown with no receipt are failed as `unconfirmed` after the hours given.
+MESSAGING_OUTBOX_LEASE_SECONDS = env.int("MESSAGING_OUTBOX_LEASE_SECONDS", default=120)
+MESSAGING_MAX_ATTEMPTS = env.int("MESSAGING_MAX_ATTEMPTS", default=8)
+MESSAGING_RETRY_BASE_SECONDS = env.int("MESSAGING_RETRY_BASE_SECONDS", default=30)
+MESSAGING_RETRY_MAX_SECONDS = env.int("MESSAGING_RETRY_MAX_SECONDS", default=3600)
+MESSAGING_UNKNOWN_AFTER_HOURS = env.int("MESSAGING_UNKNOWN_AFTER_HOURS", default=48)
+# Every 15 s: dispatch due outbox rows (scheduled sends, retries, lost tasks). Hourly: fail
+# messages whose outcome stayed unknown.
+CELERY_BEAT_SCHEDULE["messaging-dispatch-due"] = {
+    "task": "messaging.tasks.dispatch_due_messages",
+    "schedule": 15,
+}
+CELERY_BEAT_SCHEDULE["messaging-reconcile-unknown"] = {
+    "task": "messaging.tasks.reconcile_unknown_messages",
+    "schedule": 60 * 60,
+}

@@ -19,10 +19,12 @@ from tests.factories.crm import (
     TeamFactory,
     UserFactory,
 )
+from tests.factories.messaging import ChannelAccountFactory
 
 __all__ = [
     "ApprovalPolicyFactory",
     "ApprovalStageFactory",
+    "ChannelAccountFactory",
     "ConsentTextFactory",
     "ContactFactory",
     "ContactPointFactory",

@@ -1,0 +1,66 @@
+"""Messaging models, split by subdomain (see each module)."""
+
+from __future__ import annotations
+
+from messaging.models.automation import AutomationRule, RuleAction
+from messaging.models.channels import (
+    PROVIDER_CHANNELS,
+    PROVIDER_CREDENTIALS,
+    AgentPresence,
+    ChannelAccount,
+    PresenceStatus,
+    ProviderKind,
+)
+from messaging.models.conversations import (
+    MESSAGE_EVENTS,
+    Conversation,
+    ConversationEvent,
+    ConversationStatus,
+    EventKind,
+    Handler,
+)
+from messaging.models.exports import ConversationExport
+from messaging.models.messages import (
+    COUNTED_STATUSES,
+    FINAL_STATUSES,
+    STATUS_RANK,
+    Direction,
+    Message,
+    MessageKind,
+    MessageStatus,
+    OutboxEntry,
+    OutboxState,
+    SenderKind,
+    StatusReceipt,
+)
+from messaging.models.webhooks import QuarantinedPayload
+
+__all__ = [
+    "COUNTED_STATUSES",
+    "FINAL_STATUSES",
+    "MESSAGE_EVENTS",
+    "PROVIDER_CHANNELS",
+    "PROVIDER_CREDENTIALS",
+    "STATUS_RANK",
+    "AgentPresence",
+    "AutomationRule",
+    "ChannelAccount",
+    "Conversation",
+    "ConversationEvent",
+    "ConversationExport",
+    "ConversationStatus",
+    "Direction",
+    "EventKind",
+    "Handler",
+    "Message",
+    "MessageKind",
+    "MessageStatus",
+    "OutboxEntry",
+    "OutboxState",
+    "PresenceStatus",
+    "ProviderKind",
+    "QuarantinedPayload",
+    "RuleAction",
+    "SenderKind",
+    "StatusReceipt",
+]
