@@ -254,7 +254,10 @@ class _Evaluation:
         self.inputs["service_window_ends_at"] = window_end.isoformat() if window_end else None
         if self.request.account.channel == Channel.WHATSAPP:
             return None if window_end and window_end > self.at else OUTSIDE_SERVICE_WINDOW
-        # Other channels have no window, but free text is a reply: only to people who wrote.
+        # Other channels have no window, but free text is a reply: only to people who wrote
+        # (and the confirmation someone asked for when subscribing).
+        if self.request.opt_in_confirmation:
+            return None
         return None if conversation and conversation.last_inbound_at else NO_DIALOG
 
     def _frequency_cap(self) -> str | None:
