@@ -1,0 +1,316 @@
+"""The send gate: every refusal reason, its order, deferral by quiet hours, stored decisions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from approvals.models import TemplateCategory, TemplateVersion
+from approvals.services import template_version_retire
+from consent.services import contact_restrict, suppression_add
+from crm.errors import PermissionRefused
+from crm.models import Channel
+from messaging.errors import SendRefused
+from messaging.models import ConversationEvent, Message, MessageStatus, OutboxEntry
+from messaging.services import SendRequest, message_send, send_gate_evaluate
+from tests.consent.helpers import grant_consent, withdraw_consent
+from tests.factories import ChannelAccountFactory, PurposeFactory
+from tests.messaging.helpers import reachable_contact, receive_text, sendable_version
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def account(team):
+    return ChannelAccountFactory(team=team)
+
+
+@pytest.fixture
+def purpose(team):
+    return PurposeFactory(
+        team=team, allowed_channels=["whatsapp", "sms", "email"], frequency_cap=None
+    )
+
+
+@pytest.fixture
+def marketing_version(team, purpose):
+    return sendable_version(team, purpose=purpose)
+
+
+@pytest.fixture
+def contact(team):
+    return reachable_contact(team)
+
+
+def written() -> tuple[int, int, int]:
+    return (
+        Message.objects.count(),
+        OutboxEntry.objects.count(),
+        ConversationEvent.objects.count(),
+    )
+
+
+def refused(**kwargs) -> SendRefused:
+    before = (
+        Message.objects.count(),
+        OutboxEntry.objects.count(),
+        ConversationEvent.objects.count(),
+    )
+    with pytest.raises(SendRefused) as caught:
+        message_send(actor=None, **kwargs)
+    after = (
+        Message.objects.count(),
+        OutboxEntry.objects.count(),
+        ConversationEvent.objects.count(),
+    )
+    assert after == before, "a refusal must write nothing"
+    return caught.value
+
+
+def test_marketing_template_without_consent_is_refused_no_consent(
+    contact, account, marketing_version
+):
+    error = refused(contact=contact, account=account, template_version=marketing_version)
+    assert error.code == "no_consent"
+    assert error.status_code == 422
+    assert error.details()["checks"] == ["account", "contact", "suppression", "consent"]
+
+
+def test_consented_marketing_template_is_accepted_with_its_decision(
+    contact, account, purpose, marketing_version
+):
+    event = grant_consent(contact, purpose, "whatsapp")
+    message = message_send(
+        contact=contact, account=account, actor=None, template_version=marketing_version
+    )
+    assert message.status == MessageStatus.QUEUED
+    decision = message.gate_decision
+    assert decision["allowed"] is True
+    assert decision["inputs"]["consent"]["event"] == event.pk
+    assert decision["inputs"]["purpose"] == purpose.pk
+    assert message.body.startswith(f"Hallo {contact.first_name}")
+    assert message.variables == {"first_name": contact.first_name}
+    assert OutboxEntry.objects.filter(message=message).exists()
+
+
+def test_withdrawn_consent_is_refused(contact, account, purpose, marketing_version):
+    grant_consent(contact, purpose, "whatsapp")
+    withdraw_consent(contact, purpose, "whatsapp")
+    error = refused(contact=contact, account=account, template_version=marketing_version)
+    assert error.code == "no_consent"
+
+
+def test_consent_on_another_channel_does_not_count(contact, account, purpose, marketing_version):
+    grant_consent(contact, purpose, "email")
+    assert refused(contact=contact, account=account, template_version=marketing_version).code == (
+        "no_consent"
+    )
+
+
+def test_service_template_needs_no_consent(team, contact, account):
+    version = sendable_version(team, category=TemplateCategory.UTILITY)
+    message = message_send(contact=contact, account=account, actor=None, template_version=version)
+    assert message.gate_decision["inputs"]["consent"] == "not_required"
+
+
+def test_erased_contact_is_refused_first(contact, account, marketing_version):
+    contact.erased_at = timezone.now()
+    contact.save()
+    assert refused(contact=contact, account=account, template_version=marketing_version).code == (
+        "contact_erased"
+    )
+
+
+def test_restricted_contact_is_refused_before_consent(contact, account, marketing_version):
+    contact_restrict(contact=contact, actor=None)
+    contact.refresh_from_db()
+    error = refused(contact=contact, account=account, template_version=marketing_version)
+    assert error.code == "contact_restricted"
+    assert error.details()["checks"] == ["account", "contact"]
+
+
+def test_suppressed_address_is_refused_even_with_consent(
+    contact, account, purpose, marketing_version
+):
+    grant_consent(contact, purpose, "whatsapp")
+    suppression_add(address=contact.points.get().address, channel="whatsapp")
+    assert refused(contact=contact, account=account, template_version=marketing_version).code == (
+        "suppressed"
+    )
+
+
+def test_contact_without_address_on_the_channel_is_refused(team, account, marketing_version):
+    contact = reachable_contact(team, channel=Channel.EMAIL)
+    assert refused(contact=contact, account=account, template_version=marketing_version).code == (
+        "no_address"
+    )
+
+
+def test_unapproved_version_is_refused(team, contact, account, purpose):
+    version = sendable_version(team, purpose=purpose)
+    grant_consent(contact, purpose, "whatsapp")
+    template_version_retire(version=version, actor=None)
+    version.refresh_from_db()
+    assert refused(contact=contact, account=account, template_version=version).code == (
+        "template_not_approved"
+    )
+
+
+def test_expired_version_is_refused(team, contact, account):
+    version = sendable_version(team)
+    # The approved content's validity ended a minute ago (the hourly retire job has not run).
+    TemplateVersion.objects.filter(pk=version.pk).update(
+        valid_until=timezone.now() - dt.timedelta(minutes=1)
+    )
+    version.refresh_from_db()
+    assert refused(contact=contact, account=account, template_version=version).code == (
+        "template_expired"
+    )
+
+
+def test_template_for_another_channel_is_refused(team, contact, account):
+    version = sendable_version(team, channel=Channel.SMS)
+    assert refused(contact=contact, account=account, template_version=version).code == (
+        "channel_mismatch"
+    )
+
+
+def test_account_of_another_team_is_refused(other_team, contact, marketing_version):
+    foreign = ChannelAccountFactory(team=other_team)
+    assert refused(contact=contact, account=foreign, template_version=marketing_version).code == (
+        "account_other_team"
+    )
+
+
+def test_inactive_account_is_refused(contact, account, marketing_version):
+    account.is_active = False
+    account.save()
+    assert refused(contact=contact, account=account, template_version=marketing_version).code == (
+        "account_inactive"
+    )
+
+
+def test_free_text_on_whatsapp_needs_the_service_window(contact, account):
+    assert refused(contact=contact, account=account, text="Hallo").code == "outside_service_window"
+
+
+def test_free_text_inside_the_window_is_allowed(contact, account):
+    receive_text(account, contact, "Hallo?")
+    message = message_send(contact=contact, account=account, actor=None, text="Gern!")
+    assert message.gate_decision["inputs"]["service_window_ends_at"]
+
+
+def test_free_text_after_the_window_closed_is_refused(contact, account):
+    receive_text(account, contact, "Hallo?", at=timezone.now() - dt.timedelta(hours=25))
+    assert refused(contact=contact, account=account, text="Zu spät").code == (
+        "outside_service_window"
+    )
+
+
+def test_template_outside_the_window_is_allowed(team, contact, account):
+    version = sendable_version(team)
+    receive_text(account, contact, "Hallo?", at=timezone.now() - dt.timedelta(hours=30))
+    assert message_send(contact=contact, account=account, actor=None, template_version=version)
+
+
+def test_free_text_by_sms_goes_only_to_people_who_wrote(team):
+    account = ChannelAccountFactory(team=team, channel=Channel.SMS)
+    contact = reachable_contact(team, channel=Channel.SMS)
+    assert refused(contact=contact, account=account, text="Hallo").code == "no_dialog"
+    receive_text(account, contact, "Frage")
+    assert message_send(contact=contact, account=account, actor=None, text="Antwort")
+
+
+def test_opt_in_confirmation_needs_no_consent(team, contact, account, purpose, marketing_version):
+    message = message_send(
+        contact=contact,
+        account=account,
+        actor=None,
+        template_version=marketing_version,
+        opt_in_confirmation=True,
+    )
+    assert message.gate_decision["inputs"]["consent"] == "opt_in_confirmation"
+
+
+def test_frequency_cap_refuses_the_message_over_the_cap(team, contact, account):
+    capped = PurposeFactory(
+        team=team, allowed_channels=["whatsapp"], frequency_cap=1, frequency_period_hours=24
+    )
+    version = sendable_version(team, purpose=capped)
+    grant_consent(contact, capped, "whatsapp")
+    message_send(contact=contact, account=account, actor=None, template_version=version)
+    error = refused(contact=contact, account=account, template_version=version)
+    assert error.code == "frequency_cap"
+    assert error.details()["inputs"]["frequency"] == {"sent": 1, "cap": 1, "hours": 24}
+
+
+def test_failed_messages_do_not_count_against_the_cap(team, contact, account):
+    capped = PurposeFactory(team=team, allowed_channels=["whatsapp"], frequency_cap=1)
+    version = sendable_version(team, purpose=capped)
+    grant_consent(contact, capped, "whatsapp")
+    first = message_send(contact=contact, account=account, actor=None, template_version=version)
+    Message.objects.filter(pk=first.pk).update(status=MessageStatus.FAILED)
+    assert message_send(contact=contact, account=account, actor=None, template_version=version)
+
+
+def test_quiet_hours_defer_consent_based_messages_in_the_contacts_zone(
+    team, purpose, marketing_version
+):
+    account = ChannelAccountFactory(
+        team=team, quiet_hours_start=dt.time(21, 0), quiet_hours_end=dt.time(8, 0)
+    )
+    contact = reachable_contact(team, time_zone="America/New_York")
+    grant_consent(contact, purpose, "whatsapp")
+    # 03:00 UTC is 23:00 in New York (summer time): quiet until 08:00 local = 12:00 UTC.
+    at = dt.datetime(2026, 7, 1, 3, 0, tzinfo=dt.UTC)
+    decision = send_gate_evaluate(
+        SendRequest(contact=contact, account=account, template_version=marketing_version), at=at
+    )
+    assert decision.allowed is True
+    assert decision.reason == "quiet_hours"
+    assert decision.deferred_until == dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.UTC)
+    midday = send_gate_evaluate(
+        SendRequest(contact=contact, account=account, template_version=marketing_version),
+        at=dt.datetime(2026, 7, 1, 16, 0, tzinfo=dt.UTC),
+    )
+    assert midday.deferred_until is None
+
+
+def test_a_deferred_message_is_stored_scheduled_with_its_due_time(
+    team, purpose, marketing_version, monkeypatch
+):
+    account = ChannelAccountFactory(
+        team=team, quiet_hours_start=dt.time(0, 0), quiet_hours_end=dt.time(23, 59)
+    )
+    contact = reachable_contact(team)
+    grant_consent(contact, purpose, "whatsapp")
+    message = message_send(
+        contact=contact, account=account, actor=None, template_version=marketing_version
+    )
+    assert message.status == MessageStatus.SCHEDULED
+    assert message.due_at is not None
+    assert OutboxEntry.objects.get(message=message).due_at == message.due_at
+
+
+def test_service_messages_ignore_quiet_hours(team, contact):
+    account = ChannelAccountFactory(
+        team=team, quiet_hours_start=dt.time(0, 0), quiet_hours_end=dt.time(23, 59)
+    )
+    version = sendable_version(team)
+    message = message_send(contact=contact, account=account, actor=None, template_version=version)
+    assert message.status == MessageStatus.QUEUED
+
+
+def test_user_without_send_permission_is_refused(team, contact, account, editor):
+    version = sendable_version(team)
+    with pytest.raises(PermissionRefused):
+        message_send(contact=contact, account=account, actor=editor, template_version=version)
+    assert Message.objects.count() == 0
+
+
+def test_agent_of_the_team_may_send(team, contact, account, agent):
+    version = sendable_version(team)
+    message = message_send(contact=contact, account=account, actor=agent, template_version=version)
+    assert message.sender == agent
