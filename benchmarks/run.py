@@ -12,7 +12,7 @@ import sys
 
 from benchmarks.harness import drop_database, recreate_database, report
 
-BENCHMARKS = {"audience": "benchmarks.bench_audience"}
+BENCHMARKS = {"audience": "benchmarks.bench_audience", "export": "benchmarks.bench_export"}
 
 
 def main(argv: list[str] | None = None) -> int:

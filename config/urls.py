@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("crm.api.urls")),
     path("", include("consent.api.urls")),
     path("", include("approvals.api.urls")),
+    path("", include("messaging.api.urls")),
 ]
 
 urlpatterns = [
@@ -20,6 +21,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("webhooks/", include("messaging.urls")),
     path("", include("consent.urls")),
 ]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.utils.translation import gettext_lazy as _
 
 
@@ -23,6 +25,11 @@ class DomainError(Exception):
     def field_errors(self) -> dict[str, list[str]]:
         """Messages per input field, for the API's 400 body (subclasses may name several)."""
         return {self.field: [self.message]} if self.field else {}
+
+    def response_data(self) -> dict[str, Any]:
+        """Further machine-readable facts for the API's error body (e.g. the send gate's
+        decision); none by default."""
+        return {}
 
 
 class NotFoundInScope(DomainError):

@@ -28,6 +28,9 @@ class SendRefused(DomainError):
     def details(self) -> dict[str, Any]:
         return self.decision.as_record()
 
+    def response_data(self) -> dict[str, Any]:
+        return {"decision": self.details()}
+
 
 class MessageInvalid(DomainError):
     code = "message_invalid"
@@ -43,3 +46,17 @@ class ConversationRefused(DomainError):
 
     def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
         super().__init__(message or _("The conversation cannot do that now."), field=field)
+
+
+class AutomationRuleInvalid(DomainError):
+    """Bad input for an automation rule (keywords, action, template, account)."""
+
+    code = "automation_rule_invalid"
+
+
+class AgentPresenceInvalid(DomainError):
+    code = "agent_presence_invalid"
+
+
+class InboxViewInvalid(DomainError):
+    code = "inbox_view_invalid"

@@ -44,3 +44,10 @@ def test_benchmarks_run_at_smoke_size(db, tmp_path):
     audience = figures["figures"][0]
     assert audience["size"] == 600
     assert audience["notes"]["audience"] > 0
+    assert "export conversations" in result.stdout
+    export = json.loads((tmp_path / "export.json").read_text())
+    by_name = {figure["name"]: figure for figure in export["figures"]}
+    exported = by_name["export conversations (jsonl+csv+manifest)"]
+    assert exported["size"] == 600
+    assert exported["notes"]["events"] > exported["notes"]["messages"] == 600
+    assert by_name["verify export (chains, hashes, files)"]["notes"]["ok"] is True

@@ -102,6 +102,40 @@ def _review_decision(team: Team) -> models.Model:
     return decide(version, reviewer)
 
 
+def _message(team: Team) -> models.Model:
+    from tests.factories import ChannelAccountFactory
+    from tests.messaging.helpers import reachable_contact, receive_text
+
+    return receive_text(ChannelAccountFactory(team=team), reachable_contact(team))
+
+
+def _conversation(team: Team) -> models.Model:
+    return _message(team).conversation
+
+
+def _conversation_event(team: Team) -> models.Model:
+    return _message(team).events.get()
+
+
+def _automation_rule(team: Team) -> models.Model:
+    from messaging.services import automation_rule_create
+
+    return automation_rule_create(
+        team=team, actor=None, name="Matrix", keywords=["MATRIX"], action="hand_off"
+    )
+
+
+def _conversation_export(team: Team) -> models.Model:
+    from django.conf import settings
+
+    from messaging.services.exports import conversations_export
+
+    _message(team)
+    return conversations_export(
+        actor=None, out_dir=settings.MEDIA_ROOT / "exports" / "matrix", team_ids=[team.pk]
+    )
+
+
 OBJECT_MAKERS: dict[str, Callable[[Team], models.Model]] = {
     "consent.consentevent": _consent_event,
     "consent.consent": _consent,
@@ -109,6 +143,11 @@ OBJECT_MAKERS: dict[str, Callable[[Team], models.Model]] = {
     "approvals.templateversion": _template_version,
     "approvals.approvalpolicy": _approval_policy,
     "approvals.reviewdecision": _review_decision,
+    "messaging.message": _message,
+    "messaging.conversation": _conversation,
+    "messaging.conversationevent": _conversation_event,
+    "messaging.automationrule": _automation_rule,
+    "messaging.conversationexport": _conversation_export,
 }
 
 # Lists of what the caller may act on rather than what they may read: the auditor's is empty
@@ -309,7 +348,6 @@ def test_outsider_lists_none_of_the_teams_objects(
 ):
     model = _model_of(route.viewset, auditor)
     owned = _make_owned_by(model, team)
-    lookup = _team_lookup(model)
 
     auditor_rows = _rows(api_client_for(auditor).get(route.url()))
     if route.name not in PERSONAL_LISTS:
@@ -319,6 +357,8 @@ def test_outsider_lists_none_of_the_teams_objects(
     if not outsider.has_perm(route.viewset.action_perms["list"]):
         assert response.status_code == 403
         return
+    # Only a list the outsider may call needs a team to scope by (an export record has none).
+    lookup = _team_lookup(model)
     assert response.status_code == 200
     seen = [row["id"] for row in _rows(response)]
     assert not model.objects.filter(pk__in=seen, **{lookup: team.pk}).exists()

@@ -190,6 +190,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ChannelEnum": "crm.models.Channel",
         "LanguageEnum": "crm.models.Language",
+        # Three choice sets share the field name "kind"; the first keeps its earlier name.
+        "KindEnum": "consent.models.DataSubjectRequest.Kind",
+        "MessageKindEnum": "messaging.models.MessageKind",
+        "EventKindEnum": "messaging.models.EventKind",
     },
 }
 
@@ -214,9 +218,10 @@ PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 # contact may receive for one purpose and channel.
 CONSENT_OPT_IN_TTL_HOURS = env.int("CONSENT_OPT_IN_TTL_HOURS", default=72)
 CONSENT_OPT_IN_MAX_PER_DAY = env.int("CONSENT_OPT_IN_MAX_PER_DAY", default=3)
-# Who delivers double opt-in confirmations (dotted path to a callable(request, token)).
+# Who delivers double opt-in confirmations (dotted path to a callable(request, token)):
+# messaging sends SMS/WhatsApp through its send gate and hands e-mail to consent's sender.
 CONSENT_CONFIRMATION_SENDER = env.str(
-    "CONSENT_CONFIRMATION_SENDER", default="consent.confirmation.send_confirmation"
+    "CONSENT_CONFIRMATION_SENDER", default="messaging.confirmation.send_confirmation"
 )
 # Consent validity (consent.tasks): expire consents past their validity every hour, and once a
 # day ask contacts to reconfirm consents that expire within their purpose's reconfirmation window.
@@ -263,6 +268,13 @@ MESSAGING_MAX_ATTEMPTS = env.int("MESSAGING_MAX_ATTEMPTS", default=8)
 MESSAGING_RETRY_BASE_SECONDS = env.int("MESSAGING_RETRY_BASE_SECONDS", default=30)
 MESSAGING_RETRY_MAX_SECONDS = env.int("MESSAGING_RETRY_MAX_SECONDS", default=3600)
 MESSAGING_UNKNOWN_AFTER_HOURS = env.int("MESSAGING_UNKNOWN_AFTER_HOURS", default=48)
+# Words in an inbound message that hand the conversation to a person (whole words, case and
+# umlauts ignored), comma separated.
+MESSAGING_HANDOFF_WORDS = env.list(
+    "MESSAGING_HANDOFF_WORDS", default=["agent", "mensch", "berater", "human", "mitarbeiter"]
+)
+# Largest webhook body accepted from a provider (bytes); larger requests get 413 unread.
+MESSAGING_WEBHOOK_MAX_BYTES = env.int("MESSAGING_WEBHOOK_MAX_BYTES", default=1024 * 1024)
 # Every 15 s: dispatch due outbox rows (scheduled sends, retries, lost tasks). Hourly: fail
 # messages whose outcome stayed unknown.
 CELERY_BEAT_SCHEDULE["messaging-dispatch-due"] = {

@@ -6,8 +6,11 @@ from config.settings.base import *
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-# Tests call tasks inline unless a test starts a real worker against CELERY_BROKER_URL.
-CELERY_TASK_ALWAYS_EAGER = True
+# Tests call tasks inline; a real worker started by a test sets CELERY_TASK_ALWAYS_EAGER=false.
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)
+# Real-worker tests shorten Redis' redelivery of unacknowledged tasks (JSON, e.g.
+# {"visibility_timeout": 2}); Redis' default waits an hour.
+CELERY_BROKER_TRANSPORT_OPTIONS = env.json("CELERY_BROKER_TRANSPORT_OPTIONS", default={})
 MESSAGING_DEFAULT_PROVIDER = "console"
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}

@@ -95,7 +95,12 @@ class FilteredViewSet(TeamScopedViewSet):
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DomainErrors become 400 (or their own status) with a code and field errors."""
     if isinstance(exc, DomainError):
-        body: dict[str, Any] = {"code": exc.code, "detail": exc.message, **exc.field_errors()}
+        body: dict[str, Any] = {
+            "code": exc.code,
+            "detail": exc.message,
+            **exc.field_errors(),
+            **exc.response_data(),
+        }
         return Response(body, status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}

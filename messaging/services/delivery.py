@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -37,6 +38,7 @@ from messaging.providers import (
     Signal,
     provider_for,
 )
+from messaging.providers.base import invalid_message
 from messaging.services.accounts import account_credentials
 from messaging.services.gate import SendRequest, primary_address, send_gate_evaluate
 from messaging.services.ledger import message_update, status_event_append
@@ -44,6 +46,14 @@ from messaging.services.optout import provider_opt_out_record
 from messaging.services.receipts import receipts_apply_unmatched
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the provider call needs, built while the message was still locked."""
+
+    outbound: OutboundMessage
+    credentials: dict[str, str]
 
 
 class Outcome(StrEnum):
@@ -101,7 +111,7 @@ def outbound_for(message: Message, address: str) -> OutboundMessage:
 
 
 @transaction.atomic
-def _claim_for_sending(message_id: int, now: dt.datetime) -> tuple[Message, str] | Outcome:
+def _claim_for_sending(message_id: int, now: dt.datetime) -> tuple[Message, Prepared] | Outcome:
     """Lock the message, re-ask the gate and move it to `sending`; or say why not."""
     message = (
         Message.objects.select_for_update(of=("self",))
@@ -152,16 +162,35 @@ def _claim_for_sending(message_id: int, now: dt.datetime) -> tuple[Message, str]
         OutboxEntry.objects.filter(message_id=message.pk).update(due_at=decision.deferred_until)
         return Outcome.DEFERRED
     address = request.get("address") or primary_address(message.contact, message.account.channel)
+    try:
+        # Built before `sending`: a message that cannot be built fails now, visibly, instead
+        # of ending `unknown` as if it might have left.
+        prepared = Prepared(
+            outbound=outbound_for(message, address or ""),
+            credentials=account_credentials(message.account),
+        )
+    except (ProviderError, ValueError, KeyError) as error:
+        _record_error(message, invalid_message(str(error)))
+        return Outcome.FAILED
     message_update(message, status=MessageStatus.SENDING)
     OutboxEntry.objects.filter(message_id=message.pk).update(
         attempts=F("attempts") + 1, dispatched_at=now
     )
-    return message, address or ""
+    return message, prepared
 
 
 @transaction.atomic
 def _record_sent(message: Message, result: SendResult) -> None:
     now = timezone.now()
+    # Re-read under lock: a receipt matched by our key (WhatsApp, Twilio echo it) may have
+    # moved the message to delivered or failed while the call was in flight; never undo that.
+    message = (
+        Message.objects.select_for_update(of=("self",)).select_related("account").get(pk=message.pk)
+    )
+    if message.status not in (MessageStatus.SENDING, MessageStatus.UNKNOWN):
+        _finish(message, last_error="")
+        receipts_apply_unmatched(message=message)
+        return
     message_update(
         message,
         status=MessageStatus.SENT,
@@ -195,8 +224,10 @@ def _record_error(message: Message, error: ProviderError) -> Outcome:
         message_update(
             message, status=MessageStatus.QUEUED, error_code=error.code, error_detail=detail
         )
-        entry.due_at, entry.last_error = due, detail
-        entry.save(update_fields=["due_at", "last_error", "updated_at"])
+        # Pending again also if a duplicate task marked the message unknown (and the row done)
+        # while this call ran: the provider's answer says it was not sent.
+        entry.state, entry.due_at, entry.last_error = OutboxState.PENDING, due, detail
+        entry.save(update_fields=["state", "due_at", "last_error", "updated_at"])
         return Outcome.RETRY
     message_update(
         message,
@@ -225,11 +256,10 @@ def message_deliver(*, message_id: int, now: dt.datetime | None = None) -> Outco
     claimed = _claim_for_sending(message_id, now or timezone.now())
     if isinstance(claimed, Outcome):
         return claimed
-    message, address = claimed
+    message, prepared = claimed
     try:
-        outbound = outbound_for(message, address)
         result = provider_for(message.account.provider).send(
-            outbound, account_credentials(message.account)
+            prepared.outbound, prepared.credentials
         )
     except ProviderError as error:
         return _record_error(message, error)

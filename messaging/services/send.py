@@ -35,6 +35,9 @@ from messaging.models import (
     OutboxEntry,
     SenderKind,
 )
+
+# Module import: conversations reaches message_send through automation (bot replies).
+from messaging.services import conversations
 from messaging.services.gate import GateDecision, SendRequest, send_gate_evaluate
 from messaging.services.ledger import conversation_for, message_record
 
@@ -176,6 +179,8 @@ def message_send(
         status=MessageStatus.SCHEDULED if due else MessageStatus.QUEUED,
         due_at=due,
     )
+    if sender_kind == SenderKind.AGENT and actor is not None:
+        conversations.conversation_agent_replied(conversation=conversation, actor=actor, at=now)
     # Immediate sends are dispatched on commit; the row's due time is the safety net.
     OutboxEntry.objects.create(message=message, due_at=due or now + lease())
     if due is None:

@@ -1,0 +1,353 @@
+"""Receiving: inbound messages, delivery receipts and provider events from verified webhooks.
+
+The webhook views verify and parse a request and hand the WebhookBatch to
+`webhook_batch_process`. Every item runs in its own transaction (a savepoint inside an outer
+one), so one broken item neither undoes nor blocks the others; the view keeps the raw body in
+quarantine when an item failed and still answers 200, because a provider retries a failed
+request for days and the good items are already stored (and deduplicated on a retry).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Final
+
+from django.db import IntegrityError, transaction
+from django.utils import translation
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from approvals.errors import ProviderStatusInvalid
+from approvals.services import template_provider_status_update
+from consent import keywords
+from consent.services import InboundConsentOutcome, consent_inbound_message
+from crm.addresses import normalise_address
+from crm.errors import DomainError
+from crm.models import Contact, ContactPoint
+from crm.services import ContactPointDuplicate, contact_create, contact_point_add
+from messaging.errors import SendRefused
+from messaging.models import (
+    ChannelAccount,
+    Direction,
+    Message,
+    MessageKind,
+    MessageStatus,
+    QuarantinedPayload,
+    SenderKind,
+    StatusReceipt,
+)
+from messaging.services.conversations import conversation_inbound_received
+from messaging.services.ledger import conversation_for, message_record
+from messaging.services.receipts import message_status_apply
+from messaging.services.send import message_send
+from messaging.webhooks.events import (
+    InboundMessage,
+    ProviderErrorEvent,
+    StatusUpdate,
+    TemplateQualityEvent,
+    TemplateStatusEvent,
+    WebhookBatch,
+)
+
+logger = logging.getLogger(__name__)
+
+ORIGIN_CONSENT_KEYWORD: Final = "consent_keyword"
+# Inbound kinds whose words are in `text` (a tapped button's label counts as written text).
+TEXT_KINDS: Final = frozenset({"text", "button", "interactive"})
+# Meta writes "NONE" when a template event has no reason; we store no reason then.
+NO_REASON: Final = "NONE"
+FIRST_NAME_MAX: Final = 100
+
+
+class WebhookMisrouted(DomainError):
+    """The item belongs to another sender than the account whose URL received it."""
+
+    code = "webhook_misrouted"
+
+
+@dataclass
+class BatchResult:
+    """What one webhook request did; `errors` describe the items that failed (quarantine)."""
+
+    messages: list[Message] = field(default_factory=list)
+    receipts: list[StatusReceipt] = field(default_factory=list)
+    templates_changed: int = 0
+    logged: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors)
+
+
+def _stored(account: ChannelAccount, provider_message_id: str) -> Message | None:
+    return Message.objects.filter(account=account, provider_message_id=provider_message_id).first()
+
+
+def _point(account: ChannelAccount, address: str) -> ContactPoint | None:
+    return (
+        ContactPoint.objects.select_related("contact")
+        .filter(team_id=account.team_id, channel=account.channel, address=address)
+        .first()
+    )
+
+
+def _contact_for(account: ChannelAccount, address: str, profile_name: str) -> Contact:
+    """The team's contact with this address on the account's channel, or a new one.
+
+    A new contact gets no consent: writing to us is not an opt-in to marketing.
+    """
+    point = _point(account, address)
+    if point is not None:
+        return point.contact
+    try:
+        # One savepoint for both writes, so a lost race leaves no contact without address.
+        with transaction.atomic():
+            contact = contact_create(
+                team=account.team, actor=None, first_name=profile_name.strip()[:FIRST_NAME_MAX]
+            )
+            contact_point_add(contact=contact, channel=account.channel, address=address, actor=None)
+    except ContactPointDuplicate:
+        # A concurrent delivery from the same new sender created the contact a moment ago.
+        point = _point(account, address)
+        if point is None:
+            raise
+        return point.contact
+    return contact
+
+
+def _consent_text(inbound: InboundMessage) -> str:
+    """The words consent keywords are read from.
+
+    A tapped button's payload or Twilio's opt-out verdict wins when it is a keyword and the
+    visible text is not (a button labelled "Keine Werbung mehr" with payload STOP).
+    """
+    for candidate in (inbound.text, inbound.payload, inbound.opt_out_type):
+        if candidate and keywords.keyword_kind(candidate):
+            return candidate
+    return inbound.text or inbound.payload or ""
+
+
+def _consent_outcome(
+    contact: Contact, channel: str, inbound: InboundMessage
+) -> InboundConsentOutcome:
+    text = _consent_text(inbound)
+    if not text.strip():
+        return InboundConsentOutcome("none")
+    try:
+        with transaction.atomic():
+            return consent_inbound_message(
+                contact=contact,
+                channel=channel,
+                text=text,
+                message_ref=inbound.provider_message_id,
+                occurred_at=inbound.occurred_at,
+            )
+    except DomainError as exc:
+        # A refusal (e.g. too many opt-in requests today) must not lose the message itself.
+        logger.warning(
+            "inbound %s: consent not applied (%s)", inbound.provider_message_id, exc.code
+        )
+        return InboundConsentOutcome("none")
+
+
+def _help_text(contact: Contact) -> str:
+    with translation.override(contact.language or "de"):
+        return gettext(
+            "Reply STOP to receive no more messages here, or START to subscribe again. "
+            "For anything else, just write your question."
+        )
+
+
+def _keyword_reply(
+    *, contact: Contact, account: ChannelAccount, address: str, outcome: InboundConsentOutcome
+) -> Message | None:
+    """Confirm a keyword to the contact (DESIGN: every keyword is answered), through the gate."""
+    text = outcome.reply or (_help_text(contact) if outcome.kind == "help" else "")
+    if not text:
+        return None
+    try:
+        return message_send(
+            contact=contact,
+            account=account,
+            actor=None,
+            sender_kind=SenderKind.SYSTEM,
+            text=text,
+            address=address,
+            origin=ORIGIN_CONSENT_KEYWORD,
+        )
+    except SendRefused as exc:
+        logger.warning("keyword reply to contact %s refused (%s)", contact.pk, exc.code)
+        return None
+
+
+@transaction.atomic
+def inbound_message_receive(*, account: ChannelAccount, inbound: InboundMessage) -> Message:
+    """Store one inbound message once per provider id, apply consent keywords, answer them,
+    and hand any other message to the conversation (reopen, hand-off, automation).
+
+    A repeated delivery, also a concurrent one or one days later, returns the stored message
+    and changes nothing. An unknown sender becomes a contact of the account's team.
+    """
+    if inbound.channel != account.channel:
+        raise WebhookMisrouted(
+            _("A %(channel)s message cannot arrive at a %(account)s account.")
+            % {"channel": inbound.channel, "account": account.channel}
+        )
+    existing = _stored(account, inbound.provider_message_id)
+    if existing is not None:
+        return existing
+    address = normalise_address(account.channel, inbound.from_address)
+    contact = _contact_for(account, address, inbound.profile_name)
+    conversation = conversation_for(contact=contact, account=account)
+    try:
+        with transaction.atomic():
+            message = message_record(
+                conversation=conversation,
+                label=SenderKind.CONTACT,
+                occurred_at=inbound.occurred_at,
+                direction=Direction.INBOUND,
+                kind=MessageKind.TEXT if inbound.kind in TEXT_KINDS else MessageKind.MEDIA,
+                body=inbound.text,
+                sender_kind=SenderKind.CONTACT,
+                status=MessageStatus.RECEIVED,
+                provider_message_id=inbound.provider_message_id,
+            )
+    except IntegrityError:
+        # The same delivery, processed at the same moment, won the unique provider id.
+        existing = _stored(account, inbound.provider_message_id)
+        if existing is None:
+            raise
+        return existing
+    outcome = _consent_outcome(contact, account.channel, inbound)
+    if outcome.is_keyword:
+        _keyword_reply(contact=contact, account=account, address=address, outcome=outcome)
+    else:
+        conversation_inbound_received(conversation=conversation, message=message)
+    return message
+
+
+def _ensure_routed(account: ChannelAccount, phone_number_id: str | None) -> None:
+    """Meta sends every number of an app to the app's callback URL: an item for another
+    number than this account's must not be recorded (or answered) under this account."""
+    if (
+        account.provider == "whatsapp_cloud"
+        and account.external_id
+        and phone_number_id
+        and phone_number_id != account.external_id
+    ):
+        raise WebhookMisrouted(
+            _("The item is for phone number id %(got)s, the account has %(expected)s.")
+            % {"got": phone_number_id, "expected": account.external_id}
+        )
+
+
+def _template_status_apply(event: TemplateStatusEvent) -> int:
+    try:
+        changed = template_provider_status_update(
+            status=event.event,
+            reason="" if event.reason == NO_REASON else (event.reason or ""),
+            provider_template_id=event.provider_template_id,
+            name=event.name,
+            language=event.language,
+        )
+    except ProviderStatusInvalid:
+        # An event we have no status for (e.g. ARCHIVED): retrying would not help.
+        logger.warning(
+            "template %s (%s): provider event %s not applied",
+            event.name,
+            event.provider_template_id,
+            event.event,
+        )
+        return 0
+    return len(changed)
+
+
+def _quality_log(event: TemplateQualityEvent) -> None:
+    logger.info(
+        "template %s/%s (%s): quality %s -> %s",
+        event.name,
+        event.language,
+        event.provider_template_id,
+        event.previous_quality_score,
+        event.new_quality_score,
+    )
+
+
+def _provider_error_log(account: ChannelAccount, event: ProviderErrorEvent) -> None:
+    logger.warning(
+        "account %s: provider error %s %s %s",
+        account.slug,
+        event.code,
+        event.title or event.message,
+        event.details,
+    )
+
+
+def _isolated(
+    result: BatchResult, account: ChannelAccount, item: str, work: Callable[[], None]
+) -> None:
+    """Run one item in its own savepoint; a failure is logged and noted for quarantine."""
+    try:
+        with transaction.atomic():
+            work()
+    except Exception as exc:  # any failure of one item must spare the rest of the batch
+        logger.exception("account %s: webhook item %s failed", account.slug, item)
+        result.errors.append(f"{item}: {exc!r}")
+
+
+def webhook_batch_process(*, account: ChannelAccount, batch: WebhookBatch) -> BatchResult:
+    """Apply every item of one verified webhook request, each in its own transaction.
+
+    Not atomic on purpose: items already applied stay applied when a later one fails.
+    """
+    result = BatchResult()
+
+    def receive(inbound: InboundMessage) -> None:
+        _ensure_routed(account, inbound.phone_number_id)
+        result.messages.append(inbound_message_receive(account=account, inbound=inbound))
+
+    def apply_status(update: StatusUpdate) -> None:
+        _ensure_routed(account, update.phone_number_id)
+        result.receipts.append(message_status_apply(account=account, update=update))
+
+    def apply_template(event: TemplateStatusEvent) -> None:
+        result.templates_changed += _template_status_apply(event)
+
+    for inbound in batch.messages:
+        _isolated(
+            result, account, f"message {inbound.provider_message_id}", partial(receive, inbound)
+        )
+    for update in batch.statuses:
+        item = f"status {update.provider_message_id}/{update.provider_status}"
+        _isolated(result, account, item, partial(apply_status, update))
+    for event in batch.template_statuses:
+        item = f"template {event.provider_template_id}/{event.event}"
+        _isolated(result, account, item, partial(apply_template, event))
+    for quality in batch.template_qualities:
+        _quality_log(quality)
+        result.logged += 1
+    for error in batch.errors:
+        _provider_error_log(account, error)
+        result.logged += 1
+    for field_name in batch.ignored_fields:
+        logger.info("account %s: webhook field %s ignored", account.slug, field_name)
+        result.logged += 1
+    return result
+
+
+@transaction.atomic
+def webhook_payload_quarantine(
+    *, account: ChannelAccount, body: bytes, content_type: str, errors: list[str]
+) -> QuarantinedPayload:
+    """Keep a verified payload whose processing failed, with its body, for a later retry."""
+    return QuarantinedPayload.objects.create(
+        account=account,
+        provider=account.provider,
+        body=body.decode("utf-8", errors="replace"),
+        content_type=content_type[:120],
+        error="\n".join(errors),
+    )
