@@ -143,8 +143,6 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 
-# Message provider used by channel accounts that name no provider of their own.
-MESSAGING_DEFAULT_PROVIDER = env.str("MESSAGING_DEFAULT_PROVIDER", default="console")
 # Seconds a provider call may take: to connect, then to answer. A timeout after connecting
 # leaves the message `unknown` (it may have been sent) for reconciliation, so keep it generous.
 MESSAGING_PROVIDER_CONNECT_TIMEOUT = env.float("MESSAGING_PROVIDER_CONNECT_TIMEOUT", default=5.0)

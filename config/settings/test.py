@@ -11,7 +11,6 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)
 # Real-worker tests shorten Redis' redelivery of unacknowledged tasks (JSON, e.g.
 # {"visibility_timeout": 2}); Redis' default waits an hour.
 CELERY_BROKER_TRANSPORT_OPTIONS = env.json("CELERY_BROKER_TRANSPORT_OPTIONS", default={})
-MESSAGING_DEFAULT_PROVIDER = "console"
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}
 MEDIA_ROOT = BASE_DIR / "var" / "test-media"
