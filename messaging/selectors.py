@@ -21,6 +21,7 @@ from messaging.models import (
     ChannelAccount,
     Conversation,
     ConversationEvent,
+    ConversationExport,
     ConversationStatus,
     Handler,
     Message,
@@ -202,3 +203,25 @@ def conversation_compliance_context(
         "free_text_allowed": free_text,
         "templates": templates,
     }
+
+
+def exports_visible_to(user: Any) -> QuerySet[ConversationExport]:
+    """Who sees all teams sees every export; anyone else only the exports they made."""
+    exports = ConversationExport.objects.select_related("actor")
+    if crm_selectors.user_sees_all_teams(user):
+        return exports
+    if not user.is_authenticated:
+        return exports.none()
+    return exports.filter(actor=user)
+
+
+def is_overdue(conversation: Conversation, now: dt.datetime) -> bool:
+    """The inbox's rule for one loaded conversation: a person owes the first response late."""
+    due = conversation.first_response_due_at
+    return bool(
+        due is not None
+        and due < now
+        and conversation.handler == Handler.HUMAN
+        and conversation.first_response_at is None
+        and conversation.status != ConversationStatus.RESOLVED
+    )

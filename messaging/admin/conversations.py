@@ -91,18 +91,6 @@ class InboxViewFilter(admin.SimpleListFilter):
         return queryset.filter(pk__in=selectors.inbox(request.user, view=view).values("pk"))
 
 
-def is_overdue(conversation: Conversation, now: dt.datetime) -> bool:
-    """The inbox's rule for one loaded conversation: a person owes the first response late."""
-    due = conversation.first_response_due_at
-    return bool(
-        due is not None
-        and due < now
-        and conversation.handler == Handler.HUMAN
-        and conversation.first_response_at is None
-        and conversation.status != ConversationStatus.RESOLVED
-    )
-
-
 def local(value: dt.datetime | None) -> str:
     """A time as the admin shows it: in the user's zone (activated by the middleware)."""
     return formats.localize(timezone.template_localtime(value)) if value else "—"
@@ -229,7 +217,7 @@ class ConversationAdmin(
         due = conversation.first_response_due_at
         if due is None:
             return "—"
-        if is_overdue(conversation, timezone.now()):
+        if selectors.is_overdue(conversation, timezone.now()):
             return format_html(
                 '{} <span class="overdue-badge" style="{}">{}</span>',
                 local(due),
@@ -298,7 +286,7 @@ class ConversationAdmin(
             ),
             "may_hand_back": may_change and conversation.handler == Handler.HUMAN,
             "may_resolve": may_change and conversation.status != ConversationStatus.RESOLVED,
-            "overdue": is_overdue(conversation, timezone.now()),
+            "overdue": selectors.is_overdue(conversation, timezone.now()),
             "history_url": reverse(
                 "admin:messaging_conversation_history",
                 args=[conversation.pk],

@@ -27,8 +27,6 @@ from crm.api.serializers import (
     WritableTeamField,
 )
 from crm.models import Contact, Team
-from messaging.admin.conversations import is_overdue
-from messaging.admin.exports import export_files
 from messaging.models import (
     AgentPresence,
     AutomationRule,
@@ -39,6 +37,8 @@ from messaging.models import (
     Message,
     PresenceStatus,
 )
+from messaging.selectors import is_overdue
+from messaging.services.export_storage import export_files
 from messaging.services.send import TEXT_MAX_CHARS
 
 MAX_VARIABLES = 50

@@ -30,7 +30,6 @@ from rest_framework.response import Response
 from crm.api.base import READ_ACTIONS, FilteredViewSet, TeamScopedViewSet, model_perms
 from crm.api.pagination import DefaultCursorPagination
 from messaging import selectors, services
-from messaging.admin.exports import export_file, exports_visible_to, run_export
 from messaging.api import filters
 from messaging.api import serializers as api
 from messaging.models import (
@@ -43,8 +42,10 @@ from messaging.models import (
     Message,
     SenderKind,
 )
+from messaging.selectors import exports_visible_to
 from messaging.services import automation
 from messaging.services import conversations as handoff
+from messaging.services.export_storage import export_file, run_export
 
 EXPORT_PERM = "messaging.export_conversations"
 
