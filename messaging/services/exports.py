@@ -4,7 +4,8 @@ Selection: a conversation is included when it is in the exported teams (and belo
 contact, if one is given) and, when a period is given, has at least one message created in
 [since, until). Its FULL event chain as of the export is written, so it verifies from genesis;
 messages are limited to the period. Everything streams: rows are read in chunks, written and
-hashed as they go, and memory does not grow with the number of messages.
+hashed as they go (chain heads wait in a temporary file), so the export's memory does not grow
+with its size; the verifier holds only the manifest's chain heads and one conversation.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -351,11 +353,36 @@ def _write_messages(
     return count
 
 
+class _HeadSpool:
+    """The chain heads, one JSON member per conversation, spooled to a temporary file.
+
+    A conversation's head is known when its last event is written; keeping them all in
+    memory would grow with the number of conversations, so they wait on disk for the manifest.
+    """
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self.count = 0
+
+    def add(self, conversation: int, sequence: int, digest: str) -> None:
+        head = json.dumps({"sequence": sequence, "hash": digest})
+        self.file.write(f"{_encode_string(str(conversation))}: {head}\n")
+        self.count += 1
+
+    def members(self) -> Iterator[str]:
+        self.file.seek(0)
+        for line in self.file:
+            yield line.rstrip("\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def _write_events(
     selection: _Selection,
     writer: _RowWriter,
     progress: Callable[[int], None],
-    heads: dict[str, dict[str, Any]],
+    heads: _HeadSpool,
 ) -> int:
     rows = (
         ConversationEvent.objects.filter(conversation_id__in=selection.conversation_ids())
@@ -369,15 +396,30 @@ def _write_events(
         writer.write(row)
         # Ordered by (conversation, sequence): a conversation's last row is its chain head.
         if last is not None and last[0] != row[0]:
-            heads[str(last[0])] = {"sequence": last[1], "hash": last[-1]}
+            heads.add(last[0], last[1], last[-1])
         last = row
         count += 1
         if count % CHUNK_SIZE == 0:
             progress(CHUNK_SIZE)
     if last is not None:
-        heads[str(last[0])] = {"sequence": last[1], "hash": last[-1]}
+        heads.add(last[0], last[1], last[-1])
     progress(count % CHUNK_SIZE)
     return count
+
+
+def _write_manifest(path: Path, fields: dict[str, Any], heads: _HeadSpool) -> str:
+    """Write manifest.json (`fields` plus "chain_heads" streamed from the spool); its SHA-256."""
+    with path.open("xb", buffering=WRITE_BUFFER) as handle:
+        sink = _HashingFile(handle)
+        # json.dumps(indent=2) of a non-empty dict ends with "\n}": the heads go before it.
+        sink.write(json.dumps(fields, indent=2, ensure_ascii=False)[:-2])
+        sink.write(',\n  "chain_heads": {')
+        separator = "\n    "
+        for member in heads.members():
+            sink.write(separator + member)
+            separator = ",\n    "
+        sink.write("\n  }\n}\n" if heads.count else "}\n}\n")
+    return sink.digest.hexdigest()
 
 
 def conversations_export(
@@ -403,7 +445,7 @@ def conversations_export(
     report = progress or (lambda _count: None)
     label = actor_label(actor, label)
     started = timezone.now()
-    heads: dict[str, dict[str, Any]] = {}
+    heads = _HeadSpool()
     files: dict[str, _HashingFile] = {}
     try:
         if create:
@@ -426,31 +468,35 @@ def conversations_export(
         finally:
             for sink in files.values():
                 sink.handle.close()
-        counts = {"conversations": len(heads), "messages": message_count, "events": event_count}
-        manifest = {
-            "format_version": EXPORT_FORMAT_VERSION,
-            "created_at": started.isoformat(),
-            "exported_by": label,
-            "filters": selection.as_json(),
-            "selection": SELECTION_RULE,
-            "hashing": HASHING_RULE,
-            "counts": counts,
-            "files": {name: sink.summary() for name, sink in files.items()},
-            "chain_heads": heads,
-        }
-        manifest_bytes = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
-        (out_dir / MANIFEST).write_bytes(manifest_bytes)
+        counts = {"conversations": heads.count, "messages": message_count, "events": event_count}
+        manifest_sha256 = _write_manifest(
+            out_dir / MANIFEST,
+            {
+                "format_version": EXPORT_FORMAT_VERSION,
+                "created_at": started.isoformat(),
+                "exported_by": label,
+                "filters": selection.as_json(),
+                "selection": SELECTION_RULE,
+                "hashing": HASHING_RULE,
+                "counts": counts,
+                "files": {name: sink.summary() for name, sink in files.items()},
+            },
+            heads,
+        )
     except BaseException:
         _remove_partial(out_dir, create)
         raise
+    finally:
+        heads.close()
+    # Recorded once the files are complete; the manifest's hash pins the whole export.
     return ConversationExport.objects.create(
         actor=actor,
         actor_label=label,
         filters=selection.as_json(),
         message_count=message_count,
         event_count=event_count,
-        conversation_count=len(heads),
-        manifest_sha256=sha256_hex(manifest_bytes),
+        conversation_count=heads.count,
+        manifest_sha256=manifest_sha256,
         location=str(out_dir.resolve()),
     )
 

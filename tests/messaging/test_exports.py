@@ -147,6 +147,15 @@ def test_formula_in_a_message_body_is_neutralised_in_csv_only(dialogs, auditor, 
     assert export_verify(tmp_path / "x").ok
 
 
+def test_an_export_without_conversations_is_valid(team, auditor, tmp_path):
+    export = conversations_export(actor=auditor, out_dir=tmp_path / "x", team_ids=[team.pk])
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert manifest["chain_heads"] == {}
+    assert manifest["counts"] == {"conversations": 0, "messages": 0, "events": 0}
+    assert (export.message_count, export.conversation_count) == (0, 0)
+    assert export_verify(tmp_path / "x").ok
+
+
 def test_a_tampered_event_is_reported_with_line_conversation_and_sequence(
     dialogs, auditor, tmp_path
 ):
