@@ -12,7 +12,11 @@ import sys
 
 from benchmarks.harness import drop_database, recreate_database, report
 
-BENCHMARKS = {"audience": "benchmarks.bench_audience", "export": "benchmarks.bench_export"}
+BENCHMARKS = {
+    "audience": "benchmarks.bench_audience",
+    "export": "benchmarks.bench_export",
+    "metrics": "benchmarks.bench_metrics",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -396,3 +396,30 @@ class ImportRejection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.line_number}: {self.reason}"
+
+
+class IdempotencyRecord(models.Model):
+    """The outcome of one POST sent with an `Idempotency-Key`, replayed when it is retried.
+
+    One row per user and key; `status_code` stays empty while the first request still runs,
+    so a concurrent duplicate is refused rather than run twice (see crm.api.idempotency).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(_("idempotency key"), max_length=255)
+    method = models.CharField(_("method"), max_length=8)
+    path = models.CharField(_("path"), max_length=500)
+    body_hash = models.CharField(_("body SHA-256"), max_length=64)
+    status_code = models.PositiveSmallIntegerField(_("response status"), null=True, blank=True)
+    response_body = models.JSONField(_("response body"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("idempotency record")
+        verbose_name_plural = _("idempotency records")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="crm_idempotencyrecord_user_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} [{self.key}]"

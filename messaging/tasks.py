@@ -10,6 +10,7 @@ from messaging.services.delivery import (
     messages_reconcile_unknown,
     outbox_claim_due,
 )
+from messaging.services.events import webhook_deliveries_claim_lost, webhook_delivery_attempt
 
 TRANSIENT = (OperationalError, InterfaceError)
 
@@ -33,3 +34,42 @@ def dispatch_due_messages(self: Task) -> int:
 def reconcile_unknown_messages(self: Task) -> int:
     """Periodic: fail messages whose outcome stayed unknown without any receipt."""
     return messages_reconcile_unknown()
+
+
+@shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=10)
+def deliver_webhook(self: Task, delivery_id: int) -> None:
+    """Send one event to its subscriber; the service says when (if ever) to try again."""
+    retry_in = webhook_delivery_attempt(delivery_id=delivery_id)
+    while retry_in is not None and self.request.is_eager:
+        # No broker (demo, tests): a Retry would surface in the caller and no worker could run
+        # a delayed one, so the tries follow each other at once.
+        retry_in = webhook_delivery_attempt(delivery_id=delivery_id)
+    if retry_in is not None:
+        # The service caps the attempts, so Celery's own retry limit must not cut in first.
+        raise self.retry(countdown=retry_in, max_retries=None)
+
+
+@shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True)
+def send_campaign_batch(self: Task, campaign_id: int) -> int:
+    """One batch of a running campaign; it schedules the next one itself (see campaigns.py)."""
+    from messaging.services.campaigns import campaign_send_batch
+
+    return campaign_send_batch(campaign_id=campaign_id).processed
+
+
+@shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True)
+def start_campaign(self: Task, campaign_id: int) -> str | None:
+    """Start a scheduled campaign at its time; a no-op if it was cancelled or is not yet due."""
+    from messaging.services.campaigns import campaign_start_due
+
+    campaign = campaign_start_due(campaign_id=campaign_id)
+    return campaign.state if campaign else None
+
+
+@shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True)
+def dispatch_lost_webhooks(self: Task) -> int:
+    """Periodic: queue again webhook deliveries whose task was lost."""
+    delivery_ids = webhook_deliveries_claim_lost()
+    for delivery_id in delivery_ids:
+        deliver_webhook.delay(delivery_id)
+    return len(delivery_ids)

@@ -136,6 +136,18 @@ def _conversation_export(team: Team) -> models.Model:
     )
 
 
+def _webhook_subscription(team: Team) -> models.Model:
+    from messaging.models import WebhookSubscription
+    from tests.factories import UserFactory
+
+    return WebhookSubscription.objects.create(
+        team=team,
+        url="https://hooks.example.com/",
+        event_types=["message.received"],
+        owner=UserFactory(),
+    )
+
+
 OBJECT_MAKERS: dict[str, Callable[[Team], models.Model]] = {
     "consent.consentevent": _consent_event,
     "consent.consent": _consent,
@@ -148,6 +160,7 @@ OBJECT_MAKERS: dict[str, Callable[[Team], models.Model]] = {
     "messaging.conversationevent": _conversation_event,
     "messaging.automationrule": _automation_rule,
     "messaging.conversationexport": _conversation_export,
+    "messaging.webhooksubscription": _webhook_subscription,
 }
 
 # Lists of what the caller may act on rather than what they may read: the auditor's is empty

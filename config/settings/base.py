@@ -283,3 +283,22 @@ CELERY_BEAT_SCHEDULE["messaging-reconcile-unknown"] = {
     "task": "messaging.tasks.reconcile_unknown_messages",
     "schedule": 60 * 60,
 }
+# Outbound event webhooks (messaging.services.events). A delivery is tried up to
+# MESSAGING_WEBHOOK_MAX_ATTEMPTS times, waiting MESSAGING_WEBHOOK_RETRY_BASE_SECONDS * 2^n
+# (capped at MESSAGING_RETRY_MAX_SECONDS); after MESSAGING_WEBHOOK_DISABLE_AFTER deliveries in a
+# row have failed, the subscription is disabled and its owner e-mailed. Subscriber URLs must be
+# https (http too with MESSAGING_WEBHOOK_ALLOW_HTTP) and resolve to public addresses only.
+MESSAGING_WEBHOOK_MAX_ATTEMPTS = env.int("MESSAGING_WEBHOOK_MAX_ATTEMPTS", default=8)
+MESSAGING_WEBHOOK_RETRY_BASE_SECONDS = env.int("MESSAGING_WEBHOOK_RETRY_BASE_SECONDS", default=30)
+MESSAGING_WEBHOOK_DISABLE_AFTER = env.int("MESSAGING_WEBHOOK_DISABLE_AFTER", default=5)
+MESSAGING_WEBHOOK_TIMEOUT = env.float("MESSAGING_WEBHOOK_TIMEOUT", default=10.0)
+MESSAGING_WEBHOOK_ALLOW_HTTP = env.bool("MESSAGING_WEBHOOK_ALLOW_HTTP", default=False)
+# Test-only: lets tests deliver to a stub server on 127.0.0.1. Never set it in production.
+MESSAGING_WEBHOOK_ALLOW_PRIVATE = False
+# Idempotency-Key (crm.api.idempotency): how long a POST's stored result is replayed.
+IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
+# Every minute: queue again webhook deliveries whose task was lost (overdue by a lease).
+CELERY_BEAT_SCHEDULE["messaging-dispatch-lost-webhooks"] = {
+    "task": "messaging.tasks.dispatch_lost_webhooks",
+    "schedule": 60,
+}

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from crm.api.idempotency import IdempotentPostMixin
 from crm.errors import DomainError
 
 
@@ -60,8 +61,9 @@ def model_perms(
     return {action: f"{app_label}.{verb}_{model_name}" for action, verb in verbs.items()}
 
 
-class TeamScopedViewSet(viewsets.GenericViewSet):
-    """Base ViewSet: authenticated, role-checked per action, queryset scoped to the caller.
+class TeamScopedViewSet(IdempotentPostMixin, viewsets.GenericViewSet):
+    """Base ViewSet: authenticated, role-checked per action, queryset scoped to the caller;
+    every POST honours an `Idempotency-Key` header.
 
     Actions that take input other than the object's own shape name their serializer in
     `input_serializers`; every other action reads and writes with `serializer_class`.

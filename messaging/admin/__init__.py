@@ -50,3 +50,20 @@ __all__ = [
     "ReplyForm",
     "StatusReceiptAdmin",
 ]
+
+# The metrics dashboard re-registers Message with an admin that adds its URL.
+from messaging.admin.metrics import MessageMetricsAdmin
+
+__all__ += ["MessageMetricsAdmin"]
+
+from messaging.admin.campaigns import CampaignAdmin, CampaignRecipientAdmin  # noqa: E402
+
+__all__ += ["CampaignAdmin", "CampaignRecipientAdmin"]
+
+from messaging.admin.integration import (  # noqa: E402
+    WebhookDeliveryInline,
+    WebhookSubscriptionAdmin,
+    WebhookSubscriptionForm,
+)
+
+__all__ += ["WebhookDeliveryInline", "WebhookSubscriptionAdmin", "WebhookSubscriptionForm"]

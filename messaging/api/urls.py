@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from messaging.api import views
+from messaging.api import campaigns, integration, metrics, views
 
 router = SimpleRouter()
 router.register("channel-accounts", views.ChannelAccountViewSet, basename="channel-account")
@@ -16,5 +17,15 @@ router.register("agent-presence", views.AgentPresenceViewSet, basename="agent-pr
 router.register(
     "conversation-exports", views.ConversationExportViewSet, basename="conversation-export"
 )
+router.register("campaigns", campaigns.CampaignViewSet, basename="campaign")
+router.register(
+    "webhook-subscriptions", integration.WebhookSubscriptionViewSet, basename="webhook-subscription"
+)
 
-urlpatterns = router.urls
+urlpatterns = [
+    *router.urls,
+    path("metrics/overview/", metrics.MetricsOverviewView.as_view(), name="metrics-overview"),
+    path("metrics/timeseries/", metrics.MetricsTimeseriesView.as_view(), name="metrics-timeseries"),
+    path("metrics/handoffs/", metrics.MetricsHandoffsView.as_view(), name="metrics-handoffs"),
+    path("metrics/consent/", metrics.MetricsConsentView.as_view(), name="metrics-consent"),
+]

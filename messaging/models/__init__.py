@@ -20,6 +20,12 @@ from messaging.models.conversations import (
     Handler,
 )
 from messaging.models.exports import ConversationExport
+from messaging.models.integration import (
+    DeliveryStatus,
+    EventType,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from messaging.models.messages import (
     COUNTED_STATUSES,
     FINAL_STATUSES,
@@ -49,8 +55,10 @@ __all__ = [
     "ConversationEvent",
     "ConversationExport",
     "ConversationStatus",
+    "DeliveryStatus",
     "Direction",
     "EventKind",
+    "EventType",
     "Handler",
     "Message",
     "MessageKind",
@@ -63,4 +71,28 @@ __all__ = [
     "RuleAction",
     "SenderKind",
     "StatusReceipt",
+    "WebhookDelivery",
+    "WebhookSubscription",
+]
+
+from messaging.models.campaigns import (
+    CAMPAIGN_TRANSITIONS,
+    Campaign,
+    CampaignRecipient,
+    CampaignState,
+    CampaignStateChange,
+    CampaignTemplate,
+    ChannelMode,
+    RecipientStatus,
+)
+
+__all__ += [
+    "CAMPAIGN_TRANSITIONS",
+    "Campaign",
+    "CampaignRecipient",
+    "CampaignState",
+    "CampaignStateChange",
+    "CampaignTemplate",
+    "ChannelMode",
+    "RecipientStatus",
 ]

@@ -28,6 +28,14 @@ from messaging.services.delivery import (
     messages_reconcile_unknown,
     outbox_claim_due,
 )
+from messaging.services.events import (
+    event_publish,
+    webhook_delivery_attempt,
+    webhook_sign,
+    webhook_subscription_create,
+    webhook_subscription_enable,
+    webhook_subscription_update,
+)
 from messaging.services.exports import (
     ExportInvalid,
     VerifyResult,
@@ -71,6 +79,7 @@ __all__ = [
     "conversation_take_over",
     "conversations_export",
     "event_append",
+    "event_publish",
     "export_verify",
     "inbound_message_receive",
     "message_deliver",
@@ -82,5 +91,40 @@ __all__ = [
     "provider_opt_out_record",
     "send_gate_evaluate",
     "webhook_batch_process",
+    "webhook_delivery_attempt",
     "webhook_payload_quarantine",
+    "webhook_sign",
+    "webhook_subscription_create",
+    "webhook_subscription_enable",
+    "webhook_subscription_update",
+]
+
+from messaging.services.campaigns import (
+    CampaignInvalid,
+    CampaignRefused,
+    TemplateChoice,
+    campaign_cancel,
+    campaign_create,
+    campaign_dry_run,
+    campaign_launch,
+    campaign_pause,
+    campaign_resume,
+    campaign_send_batch,
+    campaign_transition,
+    campaign_update,
+)
+
+__all__ += [
+    "CampaignInvalid",
+    "CampaignRefused",
+    "TemplateChoice",
+    "campaign_cancel",
+    "campaign_create",
+    "campaign_dry_run",
+    "campaign_launch",
+    "campaign_pause",
+    "campaign_resume",
+    "campaign_send_batch",
+    "campaign_transition",
+    "campaign_update",
 ]

@@ -33,6 +33,7 @@ from messaging.models import (
 
 # Module import: automation imports this module in turn (rules that hand off).
 from messaging.services import automation
+from messaging.services.events import conversation_handed_off_publish
 from messaging.services.ledger import event_append
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ def _to_human(
         "first_response_at",
     )
     _event(conversation, EventKind.HANDED_OFF, actor, **data)
+    conversation_handed_off_publish(conversation=conversation, reason=str(data.get("reason", "")))
 
 
 def _assign(

@@ -40,6 +40,7 @@ from messaging.models import (
     StatusReceipt,
 )
 from messaging.services.conversations import conversation_inbound_received
+from messaging.services.events import message_received_publish
 from messaging.services.ledger import conversation_for, message_record
 from messaging.services.receipts import message_status_apply
 from messaging.services.send import message_send
@@ -222,6 +223,7 @@ def inbound_message_receive(*, account: ChannelAccount, inbound: InboundMessage)
         if existing is None:
             raise
         return existing
+    message_received_publish(message=message)
     outcome = _consent_outcome(contact, account.channel, inbound)
     if outcome.is_keyword:
         _keyword_reply(contact=contact, account=account, address=address, outcome=outcome)

@@ -24,6 +24,7 @@ from messaging.models import (
 from messaging.providers import ErrorClass, Signal
 from messaging.providers.twilio_sms import twilio_error_class
 from messaging.providers.whatsapp import whatsapp_error_class
+from messaging.services.events import message_status_publish
 from messaging.services.ledger import message_update, status_event_append
 from messaging.services.optout import provider_opt_out_record
 from messaging.webhooks.events import DeliveryStatus, StatusUpdate
@@ -94,6 +95,7 @@ def _apply(receipt: StatusReceipt, message: Message, provider: str) -> None:
             receipt.status,
             data={"receipt": receipt.pk, "provider_status": receipt.provider_status},
         )
+        message_status_publish(message=message)
     if receipt.error_code and error_class_for(provider, receipt.error_code).signal == (
         Signal.OPT_OUT
     ):

@@ -1,0 +1,531 @@
+"""Campaigns: create, dry-run, launch, and the batched fan-out through the send gate.
+
+The audience is resolved in SQL (consent join: current grant for purpose + channel, not
+suppressed, not restricted) and frozen as CampaignRecipient rows at launch. Batches claim
+pending recipients and call `message_send`, the one send gate; the unique (campaign, contact)
+row and its status make a relaunch after a crash send nothing twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Final
+
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from approvals.models import TemplateVersion
+from approvals.selectors import sendability
+from consent.models import Purpose, Suppression
+from consent.selectors import contacts_with_grant
+from crm import selectors as crm_selectors
+from crm.errors import DomainError, PermissionRefused
+from crm.models import Contact, ContactPoint, Segment, Team
+from messaging.errors import SendRefused
+from messaging.models import (
+    CAMPAIGN_TRANSITIONS,
+    Campaign,
+    CampaignRecipient,
+    CampaignState,
+    CampaignStateChange,
+    CampaignTemplate,
+    ChannelAccount,
+    ChannelMode,
+    RecipientStatus,
+    SenderKind,
+)
+from messaging.services.send import message_send
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+
+BATCH_SIZE: Final = 500
+FREEZE_CHUNK: Final = 5000
+ADD_PERM: Final = "messaging.add_campaign"
+CHANGE_PERM: Final = "messaging.change_campaign"
+# Dry-run buckets: why a contact of the segment would not get the campaign.
+NO_CONSENT: Final = "no_consent"
+SUPPRESSED: Final = "suppressed"
+RESTRICTED: Final = "restricted"
+NO_ADDRESS: Final = "no_address"
+TEMPLATE_NOT_SENDABLE: Final = "template_not_sendable"
+
+
+class CampaignInvalid(DomainError):
+    code = "campaign_invalid"
+
+
+class CampaignRefused(DomainError):
+    code = "campaign_refused"
+    status_code = 409
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateChoice:
+    """One channel of a campaign: the account it sends from and the version it sends."""
+
+    account: ChannelAccount
+    template_version: TemplateVersion
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchResult:
+    processed: int
+    pending: int
+    # Seconds until the next batch, so the batch's messages keep to the throttle.
+    next_delay: float | None
+
+
+def _ensure_may(actor: AbstractBaseUser | None, perm: str, team_id: int) -> None:
+    if actor is not None and not crm_selectors.user_may_write(actor, perm, team_id):
+        raise PermissionRefused(_("You may not manage campaigns of this team."))
+
+
+def _actor_label(actor: AbstractBaseUser | None) -> str:
+    return actor.get_username() if actor is not None else "system"
+
+
+def _validated_templates(
+    *, team: Team, channel_mode: str, templates: Sequence[TemplateChoice]
+) -> Purpose:
+    """The campaign's purpose, after checking every (account, version) pair can be sent."""
+    if not templates:
+        raise CampaignInvalid(
+            _("Choose a template version for at least one channel."), field="templates"
+        )
+    if channel_mode == ChannelMode.FIXED and len(templates) != 1:
+        raise CampaignInvalid(
+            _("A campaign on one fixed channel has exactly one template version."),
+            field="templates",
+        )
+    channels = [choice.account.channel for choice in templates]
+    if len(set(channels)) != len(channels):
+        raise CampaignInvalid(_("Each channel may appear only once."), field="templates")
+    purposes = set()
+    for choice in templates:
+        version = TemplateVersion.objects.select_related("template", "template__purpose").get(
+            pk=choice.template_version.pk
+        )
+        if choice.account.team_id != team.pk or version.template.team_id != team.pk:
+            raise CampaignInvalid(
+                _("Accounts and templates must belong to the campaign's team."), field="templates"
+            )
+        if version.template.channel != choice.account.channel:
+            raise CampaignInvalid(
+                _("The template of %(channel)s is not written for that channel.")
+                % {"channel": choice.account.get_channel_display()},
+                field="templates",
+            )
+        refusal = sendability(version)
+        if refusal is not None:
+            raise CampaignInvalid(
+                _("Template version %(version)s cannot be sent (%(reason)s).")
+                % {"version": version.pk, "reason": refusal},
+                field="templates",
+            )
+        purposes.add(version.template.purpose)
+    if None in purposes or len(purposes) != 1:
+        raise CampaignInvalid(
+            _("All templates of a campaign need the same consent purpose."), field="templates"
+        )
+    return purposes.pop()
+
+
+def _apply(
+    campaign: Campaign,
+    *,
+    name: str,
+    segment: Segment | None,
+    channel_mode: str,
+    scheduled_at: dt.datetime | None,
+    throttle_per_second: int | None,
+    templates: Sequence[TemplateChoice],
+) -> Campaign:
+    if not (name or "").strip():
+        raise CampaignInvalid(_("A campaign needs a name."), field="name")
+    if segment is not None and segment.team_id != campaign.team_id:
+        raise CampaignInvalid(_("The segment belongs to another team."), field="segment")
+    if channel_mode not in ChannelMode.values:
+        raise CampaignInvalid(_("Unknown channel choice."), field="channel_mode")
+    if throttle_per_second is not None and throttle_per_second < 1:
+        raise CampaignInvalid(_("The throttle must be at least 1."), field="throttle_per_second")
+    campaign.purpose = _validated_templates(
+        team=campaign.team, channel_mode=channel_mode, templates=templates
+    )
+    campaign.name = name.strip()
+    campaign.segment = segment
+    campaign.channel_mode = channel_mode
+    campaign.scheduled_at = scheduled_at
+    campaign.throttle_per_second = throttle_per_second
+    campaign.save()
+    campaign.templates.all().delete()
+    CampaignTemplate.objects.bulk_create(
+        CampaignTemplate(
+            campaign=campaign,
+            account=choice.account,
+            channel=choice.account.channel,
+            template_version=choice.template_version,
+            position=position,
+        )
+        for position, choice in enumerate(templates)
+    )
+    return campaign
+
+
+@transaction.atomic
+def campaign_create(
+    *,
+    team: Team,
+    actor: AbstractBaseUser | None,
+    name: str,
+    templates: Sequence[TemplateChoice],
+    segment: Segment | None = None,
+    channel_mode: str = ChannelMode.FIXED,
+    scheduled_at: dt.datetime | None = None,
+    throttle_per_second: int | None = None,
+) -> Campaign:
+    """A draft campaign; every version must be sendable on its account's channel, same purpose."""
+    _ensure_may(actor, ADD_PERM, team.pk)
+    campaign = Campaign(team=team, created_by=actor)
+    return _apply(
+        campaign,
+        name=name,
+        segment=segment,
+        channel_mode=channel_mode,
+        scheduled_at=scheduled_at,
+        throttle_per_second=throttle_per_second,
+        templates=templates,
+    )
+
+
+@transaction.atomic
+def campaign_update(
+    *,
+    campaign: Campaign,
+    actor: AbstractBaseUser | None,
+    name: str,
+    templates: Sequence[TemplateChoice],
+    segment: Segment | None = None,
+    channel_mode: str = ChannelMode.FIXED,
+    scheduled_at: dt.datetime | None = None,
+    throttle_per_second: int | None = None,
+) -> Campaign:
+    """Replace a draft's settings with the same checks as on creation; launched ones are fixed."""
+    _ensure_may(actor, CHANGE_PERM, campaign.team_id)
+    locked = Campaign.objects.select_for_update().select_related("team").get(pk=campaign.pk)
+    if locked.state != CampaignState.DRAFT:
+        raise CampaignRefused(_("Only a draft campaign can be changed."))
+    return _apply(
+        locked,
+        name=name,
+        segment=segment,
+        channel_mode=channel_mode,
+        scheduled_at=scheduled_at,
+        throttle_per_second=throttle_per_second,
+        templates=templates,
+    )
+
+
+@transaction.atomic
+def campaign_transition(
+    *, campaign: Campaign, to: str, actor: AbstractBaseUser | None, reason: str = ""
+) -> Campaign:
+    """Move a campaign to `to`: the only code that writes Campaign.state (with its trail row)."""
+    locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if to not in CAMPAIGN_TRANSITIONS[locked.state]:
+        raise CampaignRefused(
+            _("A %(from)s campaign cannot become %(to)s.") % {"from": locked.state, "to": to}
+        )
+    now = timezone.now()
+    previous = locked.state
+    locked.state = to
+    locked.state_reason = reason
+    fields = ["state", "state_reason", "updated_at"]
+    if to == CampaignState.RUNNING and locked.launched_at is None:
+        locked.launched_at = now
+        fields.append("launched_at")
+    if not CAMPAIGN_TRANSITIONS[to]:
+        locked.finished_at = now
+        fields.append("finished_at")
+    locked.save(update_fields=fields)
+    CampaignStateChange.objects.create(
+        campaign=locked,
+        from_state=previous,
+        to_state=to,
+        actor=actor,
+        actor_label=_actor_label(actor),
+        reason=reason,
+    )
+    return locked
+
+
+def campaign_templates(campaign: Campaign) -> list[CampaignTemplate]:
+    """The campaign's channels in fallback order, with account, version and template loaded."""
+    return list(
+        campaign.templates.select_related(
+            "account", "template_version", "template_version__template"
+        ).order_by("position", "id")
+    )
+
+
+def _not_sendable(templates: Iterable[CampaignTemplate]) -> str | None:
+    for choice in templates:
+        refusal = sendability(choice.template_version)
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def _base_contacts(campaign: Campaign) -> QuerySet[Contact]:
+    """The segment (or the whole team), erased contacts left out."""
+    if campaign.segment_id is not None:
+        contacts = crm_selectors.segment_contacts(campaign.segment)
+    else:
+        contacts = Contact.objects.filter(team_id=campaign.team_id)
+    return contacts.filter(erased_at__isnull=True)
+
+
+def campaign_audience(campaign: Campaign, channel: str) -> QuerySet[Contact]:
+    """Contacts of the segment who may get the campaign on `channel`: one SQL query."""
+    granted = contacts_with_grant(
+        team_id=campaign.team_id, purpose=campaign.purpose_id, channel=channel
+    )
+    return _base_contacts(campaign).filter(pk__in=granted.values("pk"))
+
+
+def _freeze(campaign: Campaign, templates: Sequence[CampaignTemplate]) -> int:
+    """Write the recipients in bulk; an existing (campaign, contact) row is kept as it is.
+
+    Insertion order decides the channel: first contacts on their preferred channel, then
+    everyone else in the campaign's fallback order.
+    """
+    passes: list[tuple[CampaignTemplate, QuerySet[Contact]]] = []
+    if campaign.channel_mode == ChannelMode.PREFERRED:
+        passes += [
+            (t, campaign_audience(campaign, t.channel).filter(preferred_channel=t.channel))
+            for t in templates
+        ]
+    passes += [(t, campaign_audience(campaign, t.channel)) for t in templates]
+    for choice, contacts in passes:
+        chunk: list[CampaignRecipient] = []
+        for contact_id in contacts.values_list("pk", flat=True).iterator(chunk_size=FREEZE_CHUNK):
+            chunk.append(
+                CampaignRecipient(
+                    campaign=campaign,
+                    contact_id=contact_id,
+                    account=choice.account,
+                    channel=choice.channel,
+                )
+            )
+            if len(chunk) >= FREEZE_CHUNK:
+                CampaignRecipient.objects.bulk_create(chunk, ignore_conflicts=True)
+                chunk = []
+        CampaignRecipient.objects.bulk_create(chunk, ignore_conflicts=True)
+    return campaign.recipients.count()
+
+
+def campaign_dry_run(campaign: Campaign) -> dict[str, int]:
+    """How many contacts of the segment would get the campaign, and why the others would not.
+
+    Each contact lands in exactly one bucket (first match: restricted, no address on any of
+    the campaign's channels, every address suppressed, no current grant), counted in SQL.
+    """
+    channels = [t.channel for t in campaign.templates.all()]
+    base = _base_contacts(campaign)
+    eligible = Q(pk__in=[])
+    for channel in channels:
+        eligible |= Q(pk__in=campaign_audience(campaign, channel).values("pk"))
+    points = ContactPoint.objects.filter(contact_id=OuterRef("pk"), channel__in=channels)
+    suppressed = Suppression.objects.filter(address_hash=OuterRef("address_hash"))
+    not_eligible = base.exclude(eligible)
+    restricted = Q(is_restricted=True)
+    has_address = Exists(points)
+    unsuppressed = Exists(points.filter(~Exists(suppressed)))
+    return {
+        "total": base.count(),
+        "eligible": base.filter(eligible).count(),
+        RESTRICTED: not_eligible.filter(restricted).count(),
+        NO_ADDRESS: not_eligible.exclude(restricted).exclude(has_address).count(),
+        SUPPRESSED: not_eligible.exclude(restricted)
+        .filter(has_address)
+        .exclude(unsuppressed)
+        .count(),
+        NO_CONSENT: not_eligible.exclude(restricted).filter(unsuppressed).count(),
+    }
+
+
+def _enqueue_batch(campaign_id: int, countdown: float | None = None) -> None:
+    from messaging.tasks import send_campaign_batch as send_campaign_batch_task
+
+    transaction.on_commit(
+        lambda: send_campaign_batch_task.apply_async((campaign_id,), countdown=countdown)
+    )
+
+
+def _start(campaign: Campaign, actor: AbstractBaseUser | None) -> Campaign:
+    templates = campaign_templates(campaign)
+    campaign = campaign_transition(campaign=campaign, to=CampaignState.RUNNING, actor=actor)
+    count = _freeze(campaign, templates)
+    Campaign.objects.filter(pk=campaign.pk).update(recipients_count=count)
+    campaign.recipients_count = count
+    _enqueue_batch(campaign.pk)
+    return campaign
+
+
+@transaction.atomic
+def campaign_launch(*, campaign: Campaign, actor: AbstractBaseUser | None) -> Campaign:
+    """Start (or schedule) a campaign; on a running one, restart the fan-out after a crash.
+
+    Refused while a template version is not sendable. The audience is frozen in the same
+    transaction as the move to running, so a crash never leaves a half-frozen audience.
+    """
+    _ensure_may(actor, CHANGE_PERM, campaign.team_id)
+    locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if locked.state == CampaignState.RUNNING:
+        # Relaunch: pending recipients continue; processed ones are never sent again.
+        _enqueue_batch(locked.pk)
+        return locked
+    if locked.state not in (CampaignState.DRAFT, CampaignState.SCHEDULED):
+        raise CampaignRefused(_("Only a draft or scheduled campaign can be launched."))
+    refusal = _not_sendable(campaign_templates(locked))
+    if refusal is not None:
+        raise CampaignRefused(
+            _("A template version of this campaign cannot be sent (%(reason)s).")
+            % {"reason": refusal}
+        )
+    if locked.scheduled_at is not None and locked.scheduled_at > timezone.now():
+        if locked.state == CampaignState.SCHEDULED:
+            return locked
+        locked = campaign_transition(campaign=locked, to=CampaignState.SCHEDULED, actor=actor)
+        campaign_id, eta = locked.pk, locked.scheduled_at
+        from messaging.tasks import start_campaign as start_campaign_task
+
+        transaction.on_commit(lambda: start_campaign_task.apply_async((campaign_id,), eta=eta))
+        return locked
+    return _start(locked, actor)
+
+
+@transaction.atomic
+def campaign_start_due(*, campaign_id: int) -> Campaign | None:
+    """Start a scheduled campaign once its time has come (the scheduler's task calls this)."""
+    campaign = Campaign.objects.select_for_update().filter(pk=campaign_id).first()
+    if campaign is None or campaign.state != CampaignState.SCHEDULED:
+        return campaign
+    if campaign.scheduled_at is not None and campaign.scheduled_at > timezone.now():
+        return campaign
+    refusal = _not_sendable(campaign_templates(campaign))
+    if refusal is not None:
+        return campaign_transition(
+            campaign=campaign, to=CampaignState.STOPPED, actor=None, reason=refusal
+        )
+    return _start(campaign, None)
+
+
+@transaction.atomic
+def campaign_pause(*, campaign: Campaign, actor: AbstractBaseUser | None) -> Campaign:
+    """Pause: the batch in progress finishes, no further batch sends."""
+    _ensure_may(actor, CHANGE_PERM, campaign.team_id)
+    return campaign_transition(campaign=campaign, to=CampaignState.PAUSED, actor=actor)
+
+
+@transaction.atomic
+def campaign_resume(*, campaign: Campaign, actor: AbstractBaseUser | None) -> Campaign:
+    """Resume a paused campaign where it stopped, unless a version is no longer sendable."""
+    _ensure_may(actor, CHANGE_PERM, campaign.team_id)
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if campaign.state != CampaignState.PAUSED:
+        # A draft starts through campaign_launch, which freezes the audience first.
+        raise CampaignRefused(_("Only a paused campaign can be resumed."))
+    refusal = _not_sendable(campaign_templates(campaign))
+    if refusal is not None:
+        raise CampaignRefused(
+            _("A template version of this campaign cannot be sent (%(reason)s).")
+            % {"reason": refusal}
+        )
+    campaign = campaign_transition(campaign=campaign, to=CampaignState.RUNNING, actor=actor)
+    _enqueue_batch(campaign.pk)
+    return campaign
+
+
+@transaction.atomic
+def campaign_cancel(*, campaign: Campaign, actor: AbstractBaseUser | None) -> Campaign:
+    """Cancel for good: pending recipients stay unsent."""
+    _ensure_may(actor, CHANGE_PERM, campaign.team_id)
+    return campaign_transition(campaign=campaign, to=CampaignState.CANCELLED, actor=actor)
+
+
+def campaign_throttle(campaign: Campaign, templates: Sequence[CampaignTemplate]) -> int:
+    """Messages per second: the campaign's own, else the slowest account's documented rate."""
+    if campaign.throttle_per_second:
+        return campaign.throttle_per_second
+    return max(1, min((t.account.messages_per_second for t in templates), default=1))
+
+
+def _send_one(recipient: CampaignRecipient, choice: CampaignTemplate, origin: str) -> None:
+    now = timezone.now()
+    try:
+        # A savepoint per recipient: a refusal must not undo the batch's other sends.
+        with transaction.atomic():
+            message = message_send(
+                contact=recipient.contact,
+                account=choice.account,
+                actor=None,
+                sender_kind=SenderKind.CAMPAIGN,
+                template_version=choice.template_version,
+                origin=origin,
+            )
+    except SendRefused as refused:
+        recipient.status, recipient.reason = RecipientStatus.REFUSED, refused.code
+    except DomainError as error:
+        # Rendering and input errors: the gate allowed it, but nothing could be sent.
+        recipient.status, recipient.reason = RecipientStatus.FAILED, error.code
+    else:
+        recipient.status, recipient.message = RecipientStatus.SENT, message
+    recipient.processed_at = now
+    recipient.save(update_fields=["status", "reason", "message", "processed_at"])
+
+
+@transaction.atomic
+def campaign_send_batch(*, campaign_id: int, batch_size: int = BATCH_SIZE) -> BatchResult:
+    """Send one batch of pending recipients and schedule the next one, keeping to the throttle.
+
+    Does nothing unless the campaign is running (pause and cancel act here). A version that
+    stopped being sendable stops the campaign with the reason.
+    """
+    campaign = Campaign.objects.select_for_update().filter(pk=campaign_id).first()
+    if campaign is None or campaign.state != CampaignState.RUNNING:
+        return BatchResult(processed=0, pending=0, next_delay=None)
+    templates = campaign_templates(campaign)
+    refusal = _not_sendable(templates)
+    if refusal is not None:
+        campaign_transition(campaign=campaign, to=CampaignState.STOPPED, actor=None, reason=refusal)
+        return BatchResult(processed=0, pending=0, next_delay=None)
+    by_account = {t.account_id: t for t in templates}
+    # SKIP LOCKED: a second worker on the same campaign claims other rows, never these.
+    claimed = list(
+        campaign.recipients.select_for_update(skip_locked=True, of=("self",))
+        .filter(status=RecipientStatus.PENDING)
+        .select_related("contact")
+        .order_by("id")[:batch_size]
+    )
+    origin = f"campaign:{campaign.pk}"
+    outcomes = dict.fromkeys(RecipientStatus.values, 0)
+    for recipient in claimed:
+        _send_one(recipient, by_account[recipient.account_id], origin)
+        outcomes[recipient.status] += 1
+    Campaign.objects.filter(pk=campaign.pk).update(
+        sent_count=F("sent_count") + outcomes[RecipientStatus.SENT],
+        refused_count=F("refused_count") + outcomes[RecipientStatus.REFUSED],
+        failed_count=F("failed_count") + outcomes[RecipientStatus.FAILED],
+    )
+    pending = campaign.recipients.filter(status=RecipientStatus.PENDING).count()
+    if not pending:
+        campaign_transition(campaign=campaign, to=CampaignState.COMPLETED, actor=None)
+        return BatchResult(processed=len(claimed), pending=0, next_delay=None)
+    delay = len(claimed) / campaign_throttle(campaign, templates)
+    _enqueue_batch(campaign.pk, countdown=delay)
+    return BatchResult(processed=len(claimed), pending=pending, next_delay=delay)
