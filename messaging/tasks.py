@@ -58,12 +58,11 @@ def send_campaign_batch(self: Task, campaign_id: int) -> int:
 
 
 @shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True)
-def start_campaign(self: Task, campaign_id: int) -> str | None:
-    """Start a scheduled campaign at its time; a no-op if it was cancelled or is not yet due."""
-    from messaging.services.campaigns import campaign_start_due
+def start_due_campaigns(self: Task) -> int:
+    """Periodic: start scheduled campaigns whose time has come."""
+    from messaging.services.campaigns import campaigns_start_due
 
-    campaign = campaign_start_due(campaign_id=campaign_id)
-    return campaign.state if campaign else None
+    return campaigns_start_due()
 
 
 @shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True)

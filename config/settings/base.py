@@ -273,11 +273,16 @@ MESSAGING_HANDOFF_WORDS = env.list(
 )
 # Largest webhook body accepted from a provider (bytes); larger requests get 413 unread.
 MESSAGING_WEBHOOK_MAX_BYTES = env.int("MESSAGING_WEBHOOK_MAX_BYTES", default=1024 * 1024)
-# Every 15 s: dispatch due outbox rows (scheduled sends, retries, lost tasks). Hourly: fail
+# Every 15 s: dispatch due outbox rows (scheduled sends, retries, lost tasks); every 30 s: start
+# scheduled campaigns that are due. Hourly: fail
 # messages whose outcome stayed unknown.
 CELERY_BEAT_SCHEDULE["messaging-dispatch-due"] = {
     "task": "messaging.tasks.dispatch_due_messages",
     "schedule": 15,
+}
+CELERY_BEAT_SCHEDULE["messaging-start-due-campaigns"] = {
+    "task": "messaging.tasks.start_due_campaigns",
+    "schedule": 30,
 }
 CELERY_BEAT_SCHEDULE["messaging-reconcile-unknown"] = {
     "task": "messaging.tasks.reconcile_unknown_messages",

@@ -35,9 +35,11 @@ from messaging.models import (
     CampaignTemplate,
     ChannelAccount,
     ChannelMode,
+    EventType,
     RecipientStatus,
     SenderKind,
 )
+from messaging.services.events import event_publish
 from messaging.services.send import message_send
 
 if TYPE_CHECKING:
@@ -400,22 +402,32 @@ def campaign_launch(*, campaign: Campaign, actor: AbstractBaseUser | None) -> Ca
     if locked.scheduled_at is not None and locked.scheduled_at > timezone.now():
         if locked.state == CampaignState.SCHEDULED:
             return locked
-        locked = campaign_transition(campaign=locked, to=CampaignState.SCHEDULED, actor=actor)
-        campaign_id, eta = locked.pk, locked.scheduled_at
-        from messaging.tasks import start_campaign as start_campaign_task
-
-        transaction.on_commit(lambda: start_campaign_task.apply_async((campaign_id,), eta=eta))
-        return locked
+        # The due time waits in the database; the beat task start_due_campaigns starts it
+        # (no long Celery ETAs, which a broker restart could lose or a worker hold for hours).
+        return campaign_transition(campaign=locked, to=CampaignState.SCHEDULED, actor=actor)
     return _start(locked, actor)
 
 
+def campaigns_start_due(*, now: dt.datetime | None = None) -> int:
+    """Start every scheduled campaign whose time has come; returns how many started."""
+    now = now or timezone.now()
+    due = Campaign.objects.filter(state=CampaignState.SCHEDULED, scheduled_at__lte=now).values_list(
+        "pk", flat=True
+    )
+    started = 0
+    for campaign_id in list(due):
+        campaign = campaign_start_due(campaign_id=campaign_id, now=now)
+        started += campaign is not None and campaign.state == CampaignState.RUNNING
+    return started
+
+
 @transaction.atomic
-def campaign_start_due(*, campaign_id: int) -> Campaign | None:
-    """Start a scheduled campaign once its time has come (the scheduler's task calls this)."""
+def campaign_start_due(*, campaign_id: int, now: dt.datetime | None = None) -> Campaign | None:
+    """Start a scheduled campaign once its time has come (the periodic sweep calls this)."""
     campaign = Campaign.objects.select_for_update().filter(pk=campaign_id).first()
     if campaign is None or campaign.state != CampaignState.SCHEDULED:
         return campaign
-    if campaign.scheduled_at is not None and campaign.scheduled_at > timezone.now():
+    if campaign.scheduled_at is not None and campaign.scheduled_at > (now or timezone.now()):
         return campaign
     refusal = _not_sendable(campaign_templates(campaign))
     if refusal is not None:
@@ -525,6 +537,11 @@ def campaign_send_batch(*, campaign_id: int, batch_size: int = BATCH_SIZE) -> Ba
     pending = campaign.recipients.filter(status=RecipientStatus.PENDING).count()
     if not pending:
         campaign_transition(campaign=campaign, to=CampaignState.COMPLETED, actor=None)
+        event_publish(
+            team_id=campaign.team_id,
+            event_type=EventType.CAMPAIGN_COMPLETED,
+            data={"campaign": campaign.pk},
+        )
         return BatchResult(processed=len(claimed), pending=0, next_delay=None)
     delay = len(claimed) / campaign_throttle(campaign, templates)
     _enqueue_batch(campaign.pk, countdown=delay)

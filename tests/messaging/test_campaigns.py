@@ -605,3 +605,48 @@ def test_scheduled_campaign_starts_when_due(team):
 
     assert started.state == CampaignState.RUNNING
     assert list(started.recipients.values_list("contact_id", flat=True)) == [contact.pk]
+
+
+def test_the_periodic_sweep_starts_due_scheduled_campaigns_only(team):
+    from django.utils import timezone
+
+    from messaging.services.campaigns import campaigns_start_due
+
+    purpose = PurposeFactory(team=team)
+    _consented(team, purpose, 1)
+    later = timezone.now() + timezone.timedelta(hours=2)
+    campaign = campaign_launch(campaign=_campaign(team, purpose, scheduled_at=later), actor=None)
+    assert campaigns_start_due() == 0
+    assert campaigns_start_due(now=later + timezone.timedelta(seconds=1)) == 1
+    campaign.refresh_from_db()
+    assert campaign.state != CampaignState.SCHEDULED
+
+
+def test_completed_campaign_publishes_its_event(
+    team, marketing, django_capture_on_commit_callbacks, monkeypatch
+):
+    import socket
+
+    from messaging.models import WebhookDelivery
+    from messaging.services import webhook_subscription_create
+
+    # The subscriber's host resolves to a public address (no DNS in tests).
+    public = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 443))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: public)
+    purpose = PurposeFactory(team=team)
+    _consented(team, purpose, 2)
+    webhook_subscription_create(
+        team=team,
+        url="https://integrator.example.com/hook",
+        event_types=["campaign.completed"],
+        owner=marketing,
+        actor=None,
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        campaign = campaign_launch(campaign=_campaign(team, purpose), actor=None)
+        while campaign_send_batch(campaign_id=campaign.pk).pending:
+            pass
+    campaign.refresh_from_db()
+    assert campaign.state == CampaignState.COMPLETED
+    delivery = WebhookDelivery.objects.get(event_type="campaign.completed")
+    assert delivery.payload["data"]["campaign"] == campaign.pk
