@@ -27,6 +27,7 @@ from consent.models import (
     Purpose,
     Suppression,
 )
+from consent.signals import consent_changed
 from crm import selectors as crm_selectors
 from crm.errors import DomainError, PermissionRefused
 from crm.hashing import address_hash
@@ -227,6 +228,7 @@ def consent_record(
     event.seal(last["hash"] if last else GENESIS_HASH)
     event.save()
     _project(event=event, purpose=purpose)
+    consent_changed.send(sender=ConsentEvent, event=event)
     return event
 
 

@@ -20,6 +20,7 @@ class EventType(models.TextChoices):
     MESSAGE_STATUS = "message.status", _("Message status changed")
     CONVERSATION_HANDED_OFF = "conversation.handed_off", _("Conversation handed off")
     CAMPAIGN_COMPLETED = "campaign.completed", _("Campaign completed")
+    CONSENT_CHANGED = "consent.changed", _("Consent changed")
 
 
 def webhook_secret_generate() -> str:

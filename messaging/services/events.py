@@ -28,6 +28,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from consent.models import ConsentEvent
 from crm import selectors as crm_selectors
 from crm.errors import DomainError, PermissionRefused
 from messaging.models import DeliveryStatus, EventType, WebhookDelivery, WebhookSubscription
@@ -225,6 +226,23 @@ def message_status_publish(*, message: Message) -> int:
             "contact": message.contact_id,
             "status": message.status,
             "error_code": message.error_code,
+        },
+    )
+
+
+def consent_changed_publish(*, event: ConsentEvent) -> int:
+    """A consent event was recorded: ids, purpose key, channel, action and the current status."""
+    return event_publish(
+        team_id=event.team_id,
+        event_type=EventType.CONSENT_CHANGED,
+        data={
+            "contact": event.contact_id,
+            "purpose": event.purpose.key,
+            "channel": event.channel,
+            "action": event.action,
+            "source": event.source,
+            "consent_event": event.pk,
+            "occurred_at": _iso(event.occurred_at),
         },
     )
 

@@ -524,3 +524,22 @@ def test_lost_deliveries_are_claimed_again_once(team, marketing, settings):
 
     assert webhook_deliveries_claim_lost(now=later) == [delivery.pk]
     assert webhook_deliveries_claim_lost(now=later) == []
+
+
+def test_consent_changes_publish_consent_changed_in_the_same_transaction(team, marketing):
+    from tests.consent.helpers import grant_consent, withdraw_consent
+    from tests.factories import PurposeFactory
+
+    subscribe(team, marketing, "https://hooks.example.com/consent", [EventType.CONSENT_CHANGED])
+    purpose = PurposeFactory(team=team, allowed_channels=["whatsapp"])
+    contact = reachable_contact(team)
+    granted = grant_consent(contact, purpose, "whatsapp")
+    withdraw_consent(contact, purpose, "whatsapp")
+    payloads = [
+        delivery.payload["data"]
+        for delivery in WebhookDelivery.objects.filter(event_type="consent.changed").order_by("pk")
+    ]
+    assert [p["action"] for p in payloads] == ["granted", "withdrawn"]
+    assert payloads[0]["consent_event"] == granted.pk
+    assert payloads[0]["purpose"] == purpose.key
+    assert payloads[0]["contact"] == contact.pk
