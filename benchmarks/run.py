@@ -9,13 +9,14 @@ import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
 
 from benchmarks.harness import drop_database, recreate_database, report
 
+# Every benchmarks/bench_<name>.py with a `run(size, runs) -> list[Figure]` is one benchmark.
 BENCHMARKS = {
-    "audience": "benchmarks.bench_audience",
-    "export": "benchmarks.bench_export",
-    "metrics": "benchmarks.bench_metrics",
+    path.stem.removeprefix("bench_"): f"benchmarks.{path.stem}"
+    for path in sorted(Path(__file__).resolve().parent.glob("bench_*.py"))
 }
 
 

@@ -6,10 +6,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -454,26 +450,3 @@ def test_dashboard_stylesheet_is_served_locally():
     from django.contrib.staticfiles import finders
 
     assert finders.find("messaging/metrics.css")
-
-
-@pytest.mark.postgres
-def test_benchmark_runs_at_smoke_size(db, tmp_path):
-    database = f"dialog_crm_bench_metrics_{os.getpid()}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_RESULTS_DIR": str(tmp_path)}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    command = [sys.executable, "-m", "benchmarks.run", "--scale", "2000", "--runs", "1"]
-    result = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [*command, "--only", "metrics", "--database", database],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "metrics overview" in result.stdout
-    figure = json.loads((tmp_path / "metrics.json").read_text())["figures"][0]
-    assert figure["size"] == 2000
-    assert figure["notes"]["messages"] > 0
-    assert figure["notes"]["replied"] > 0
