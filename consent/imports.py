@@ -18,8 +18,7 @@ from django.utils.translation import gettext as _
 
 from consent.models import ConsentAction, ConsentEvent, ConsentSource, ConsentText, Purpose
 from consent.selectors import suppressed_hashes
-from consent.services.ledger import Evidence, consent_record
-from crm.errors import DomainError
+from consent.services.ledger import ConsentChange, Evidence, consent_record_many
 from crm.hashing import address_hash
 from crm.imports.columns import ImportRow, header_key
 from crm.models import Contact, ContactImport, Team
@@ -148,6 +147,8 @@ def record_import_consent(
         return []
     batch = _Batch(contact_import.team, [contact for contact, _row, _cells in claims])
     warnings: list[tuple[int, str]] = []
+    changes: list[ConsentChange] = []
+    lines: list[int] = []  # the import line of each change, for its warning
     for contact, row, cells in claims:
         try:
             claim = _claim(batch, contact, cells)
@@ -169,27 +170,37 @@ def record_import_consent(
                 (row.line, _("Imported without consent: no address on a channel of the purpose."))
             )
             continue
-        for channel in channels:
-            if (contact.pk, purpose.pk, channel, claim.collected_at) in batch.recorded:
-                continue  # Re-importing the same file records nothing twice.
-            try:
-                consent_record(
-                    contact=contact,
-                    purpose=purpose,
-                    channel=channel,
-                    action=ConsentAction.GRANTED,
-                    source=ConsentSource.IMPORT,
-                    evidence=Evidence(
-                        consent_text=claim.text,
-                        collected_at=claim.collected_at,
-                        ip_address=claim.ip_address,
-                        note=_("%(source)s (contact import #%(id)s)")
-                        % {"source": cells[SOURCE], "id": contact_import.pk},
-                    ),
-                    occurred_at=claim.collected_at,
-                )
-            except DomainError as error:
-                warnings.append(
-                    (row.line, _("Consent not recorded: %(why)s") % {"why": error.message})
-                )
-    return warnings
+        channels = [
+            channel
+            for channel in channels
+            # Re-importing the same file records nothing twice.
+            if (contact.pk, purpose.pk, channel, claim.collected_at) not in batch.recorded
+        ]
+        evidence = Evidence(
+            consent_text=claim.text,
+            collected_at=claim.collected_at,
+            ip_address=claim.ip_address,
+            note=_("%(source)s (contact import #%(id)s)")
+            % {"source": cells[SOURCE], "id": contact_import.pk},
+        )
+        lines.extend(row.line for _channel in channels)
+        changes.extend(
+            ConsentChange(
+                contact_id=contact.pk,
+                purpose=purpose,
+                channel=channel,
+                action=ConsentAction.GRANTED,
+                source=ConsentSource.IMPORT,
+                evidence=evidence,
+                occurred_at=claim.collected_at,
+            )
+            for channel in channels
+        )
+    # One batch write for the whole import batch; a row that breaks a rule only loses its own
+    # consent (reported), the other rows' consent is recorded.
+    outcome = consent_record_many(changes, skip_invalid=True)
+    warnings.extend(
+        (lines[index], _("Consent not recorded: %(why)s") % {"why": error.message})
+        for index, error in outcome.refused
+    )
+    return sorted(warnings, key=lambda warning: warning[0])

@@ -1,12 +1,13 @@
 """Signals consent sends to apps to its right (it never imports them).
 
-`consent_changed` is sent inside consent_record's transaction after each ledger event, so a
-receiver's writes commit or roll back with the consent change itself.
+`consent_changed` is sent inside the recording transaction once per batch of ledger events
+(a batch of one for consent_record), so a receiver's writes commit or roll back with the
+consent change itself.
 """
 
 from __future__ import annotations
 
 from django.dispatch import Signal
 
-# kwargs: event (the ConsentEvent just appended; the projection is already updated)
+# kwargs: events (the ConsentEvents just appended, in order; the projection is updated)
 consent_changed = Signal()

@@ -3,7 +3,8 @@
 Every ModelAdmin sees only the caller's teams and checks ownership (TeamScopedAdminMixin), writes
 through services and reports their refusals (ServiceAdminMixin, adopt, delete_each), keeps
 history in scope (ScopedHistoryMixin) and asks on one intermediate page before a bulk action
-(IntermediateActionMixin).
+(IntermediateActionMixin). Changelists over millions of rows do not count them all
+(LargeChangelistMixin).
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ERROR_FLAG, IGNORED_PARAMS, PAGE_VAR, SEARCH_VAR
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.utils.functional import cached_property
 from django.utils.translation import gettext
 
 from crm import selectors
@@ -321,3 +325,51 @@ class IntermediateActionMixin:
             "media": self.media + form.media,
         }
         return TemplateResponse(request, self.action_page_template, context)
+
+
+class EstimatedCountPaginator(Paginator):
+    """Pages a very large queryset with PostgreSQL's row estimate instead of COUNT(*).
+
+    Counting a million rows costs more than showing the page. Below `exact_below` estimated
+    rows the exact count is cheap, so it is used (and on databases without an estimate).
+    """
+
+    exact_below = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        estimate = selectors.estimated_count(self.object_list)
+        if estimate is None or estimate < self.exact_below:
+            return super().count
+        return estimate
+
+
+def changelist_is_unfiltered(request: HttpRequest) -> bool:
+    """Whether the changelist shows everything the user may see: no search, no list filter."""
+    if request.GET.get(SEARCH_VAR, "").strip():
+        return False
+    return all(key in (*IGNORED_PARAMS, PAGE_VAR, ERROR_FLAG) for key in request.GET)
+
+
+class LargeChangelistMixin:
+    """For changelists over millions of rows: no COUNT(*) over the whole scope.
+
+    Unfiltered, the row count is PostgreSQL's estimate (EstimatedCountPaginator); filtered, it is
+    exact, because a filter's estimate can be far off and the narrowed count is what the user
+    asked for. The "N total" beside a filtered count (a second full count) is not shown.
+    """
+
+    show_full_result_count = False
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> Paginator:
+        paginator_class = (
+            EstimatedCountPaginator if changelist_is_unfiltered(request) else self.paginator
+        )
+        return paginator_class(queryset, per_page, orphans, allow_empty_first_page)

@@ -212,6 +212,10 @@ class Contact(TimeStampedModel):
         indexes = [
             models.Index(fields=["team", "-created_at", "-id"], name="crm_contact_team_created"),
             models.Index(fields=["team", "last_name", "first_name"], name="crm_contact_team_name"),
+            # The language filter: its page in list order, and its exact count in admin.
+            models.Index(
+                fields=["team", "language", "-created_at", "-id"], name="crm_contact_team_language"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -3,20 +3,24 @@
 Every figure is attributed to an outbound message and looks `window_days` ahead of it:
 a reply is the contact's first inbound message in that window, dialog depth counts the
 messages that followed, a hand-off or an opt-out (consent withdrawal) counts when it
-happened in that window. Medians come from PostgreSQL's percentile_cont; elsewhere from a
-window-function query (ROW_NUMBER over the ordered values), so a group costs no extra query.
+happened in that window. Each message's outcome is computed once per statement (its
+look-aheads read the covering (conversation, id) index only) and aggregated under every
+grouping asked for, so the dashboard's table and its days cost one statement. Medians come from
+PostgreSQL's percentile_cont, on SQLite from a MEDIAN aggregate registered on the connection.
 Callers pass the team ids they may see (crm.selectors.visible_team_ids): nothing here scopes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from django.db import connection
 from django.db.models import (
-    Avg,
+    Case,
     Count,
     DateTimeField,
     DurationField,
@@ -24,11 +28,13 @@ from django.db.models import (
     ExpressionWrapper,
     F,
     IntegerField,
+    Min,
     OuterRef,
     Q,
     QuerySet,
     Subquery,
     Value,
+    When,
 )
 from django.db.models.functions import Coalesce, TruncDate
 
@@ -90,9 +96,15 @@ class MetricsQuery:
 
 def _group_columns(group_by: str, *, prefix: str = "") -> dict[str, Any]:
     """The key and label expressions of a grouping, on a Message (prefix "") or on a model
-    that reaches the message's fields through `prefix`."""
+    that reaches the message's fields through `prefix`. A message outside the grouping's
+    dimension (no campaign, template or purpose) has no key and is left out of its rows."""
     if group_by == "campaign":
-        return {"key": F(f"{prefix}origin"), "label": F(f"{prefix}origin")}
+        campaign = Case(
+            When(
+                **{f"{prefix}origin__startswith": CAMPAIGN_ORIGIN_PREFIX}, then=F(f"{prefix}origin")
+            )
+        )
+        return {"key": campaign, "label": campaign}
     if group_by == "template":
         return {
             "key": F(f"{prefix}template_version__template_id"),
@@ -106,17 +118,6 @@ def _group_columns(group_by: str, *, prefix: str = "") -> dict[str, Any]:
         day = TruncDate(f"{prefix}created_at", tzinfo=dt.UTC)
         return {"key": day, "label": day}
     raise ValueError(f"Unknown grouping {group_by!r}")
-
-
-def _group_filter(group_by: str) -> Q:
-    """Messages outside the grouping's dimension (no campaign, no template) are left out."""
-    if group_by == "campaign":
-        return Q(origin__startswith=CAMPAIGN_ORIGIN_PREFIX)
-    if group_by == "template":
-        return Q(template_version__isnull=False)
-    if group_by == "purpose":
-        return Q(purpose__isnull=False)
-    return Q()
 
 
 def _key(value: Any) -> Any:
@@ -148,23 +149,20 @@ def outbound_messages(query: MetricsQuery) -> QuerySet[Message]:
         ),
     )
     # `pk > outer pk` (messages of a conversation are numbered in order under its lock) lets
-    # the (conversation, id) index find the later messages; without it PostgreSQL tends to
-    # intersect with the created_at index, which costs a scan of the whole window per row.
+    # the covering (conversation, id) index find the later messages without the table;
+    # without it PostgreSQL tends to intersect with the created_at index, which costs a scan
+    # of the whole window per row.
     after = Message.objects.filter(
         conversation=OuterRef("conversation"),
         pk__gt=OuterRef("pk"),
         created_at__gt=OuterRef("metric_at"),
         created_at__lte=OuterRef("metric_until"),
     )
-    depth = (
-        after.exclude(direction=Direction.NOTE)
-        .order_by()
-        .values("conversation")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
+    # Aggregates over the conversation (one group), not ORDER BY ... LIMIT 1: no sort per row.
+    later = after.order_by().values("conversation")
+    depth = later.exclude(direction=Direction.NOTE).annotate(n=Count("pk")).values("n")
     first_reply = (
-        after.filter(direction=Direction.INBOUND).order_by("created_at").values("created_at")[:1]
+        later.filter(direction=Direction.INBOUND).annotate(at=Min("created_at")).values("at")
     )
     handoff = ConversationEvent.objects.filter(
         conversation=OuterRef("conversation"),
@@ -186,6 +184,71 @@ def outbound_messages(query: MetricsQuery) -> QuerySet[Message]:
     )
 
 
+def _outcome_rows(query: MetricsQuery, groupings: Sequence[str]) -> QuerySet[Message]:
+    """One row per outbound message: its key and label under each grouping and what the
+    figures aggregate. Each outcome subquery appears once, so it runs once per message."""
+    columns: dict[str, Any] = {}
+    for group_by in groupings:
+        group = _group_columns(group_by)
+        columns[f"key_{group_by}"] = group["key"]
+        columns[f"label_{group_by}"] = group["label"]
+    # The conversation's (latest) hand-off, if it fell in this message's window.
+    human_response = Case(
+        When(
+            Q(
+                conversation__handed_off_at__gt=F("metric_at"),
+                conversation__handed_off_at__lte=F("metric_until"),
+                conversation__first_response_at__gte=F("conversation__handed_off_at"),
+            ),
+            then=F("conversation__first_response_at") - F("conversation__handed_off_at"),
+        ),
+        output_field=DurationField(),
+    )
+    # No ORDER BY: Message's default one joins the conversation, and the rows are grouped.
+    return (
+        outbound_messages(query)
+        .values(
+            "sent_at",
+            "status",
+            "depth",
+            "handed_off",
+            "opted_out",
+            **columns,
+            reply=ExpressionWrapper(F("first_reply_at") - F("metric_at"), DurationField()),
+            human_response=human_response,
+        )
+        .order_by()
+    )
+
+
+class _SQLiteMedian:
+    """MEDIAN() for SQLite, which has no percentile function (PostgreSQL uses its own)."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def step(self, value: float | None) -> None:
+        if value is not None:
+            self.values.append(value)
+
+    def finalize(self) -> float | None:
+        return statistics.median(self.values) if self.values else None
+
+
+def _median_seconds_sql(column: str) -> str:
+    """SQL for the median of a duration column in seconds (NULLs are left out)."""
+    if connection.vendor == "postgresql":
+        return f"percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM {column}))"
+    connection.ensure_connection()
+    connection.connection.create_aggregate("metrics_median", 1, _SQLiteMedian)
+    # Durations are microseconds there (django_timestamp_diff).
+    return f"metrics_median({column}) / 1000000.0"
+
+
+def _seconds(value: Any) -> float | None:
+    return round(float(value), 3) if value is not None else None
+
+
 def _median_seconds(rows: QuerySet) -> dict[Any, float]:
     """Median of `v` (a duration) per `k`, for a queryset of `.values(k=..., v=...)`.
 
@@ -193,92 +256,98 @@ def _median_seconds(rows: QuerySet) -> dict[Any, float]:
     """
     # No ORDER BY (Message's default one joins the conversation): the median sorts anyway.
     sql, params = rows.order_by().query.sql_with_params()
-    if connection.vendor == "postgresql":
-        statement = (
-            "SELECT k, percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM v)) "  # noqa: S608 - ORM SQL, params apart
-            f"FROM ({sql}) AS rows WHERE v IS NOT NULL GROUP BY k"
-        )
-    else:
-        # SQLite has no percentile: the middle one or two rows of each ordered group.
-        # Durations are microseconds there (django_timestamp_diff).
-        statement = (
-            "SELECT k, AVG(v) / 1000000.0 FROM ("  # noqa: S608 - ORM SQL, params apart
-            "SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v) AS rn, "
-            "COUNT(*) OVER (PARTITION BY k) AS n "
-            f"FROM ({sql}) AS rows WHERE v IS NOT NULL"
-            ") AS ranked WHERE rn IN ((n + 1) / 2, (n + 2) / 2) GROUP BY k"
-        )
+    statement = f"SELECT k, {_median_seconds_sql('v')} FROM ({sql}) AS rows GROUP BY k"  # noqa: S608 - ORM SQL, params apart
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
-        return {_key(k): round(float(v), 3) for k, v in cursor.fetchall()}
+        return {_key(k): _seconds(v) for k, v in cursor.fetchall()}
 
 
 def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
+def _message_figures_sql(groupings: Sequence[str]) -> tuple[str, list[Any]]:
+    """The aggregation over the outcome rows (CTE `outcomes`): one SELECT per grouping,
+    joined by UNION ALL, keys and labels as text (their types differ between groupings)."""
+    selects = []
+    params: list[Any] = []
+    for group_by in groupings:
+        key, label = f"key_{group_by}", f"label_{group_by}"
+        selects.append(
+            "SELECT %s AS grouping, "  # noqa: S608 - column names are ours, values are params
+            f"CAST({key} AS TEXT) AS k, CAST({label} AS TEXT) AS l, COUNT(*), "
+            "COUNT(sent_at), "
+            "SUM(CASE WHEN status IN (%s, %s) THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN status = %s THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN status = %s THEN 1 ELSE 0 END), "
+            "COUNT(reply), AVG(depth), "
+            "SUM(CASE WHEN handed_off THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN opted_out THEN 1 ELSE 0 END), "
+            f"{_median_seconds_sql('reply')}, {_median_seconds_sql('human_response')} "
+            f"FROM outcomes WHERE {key} IS NOT NULL GROUP BY {key}, {label}"
+        )
+        params += [
+            group_by,
+            MessageStatus.DELIVERED,
+            MessageStatus.READ,
+            MessageStatus.READ,
+            MessageStatus.FAILED,
+        ]
+    return " UNION ALL ".join(selects), params
+
+
+def _message_row(group_by: str, row: Sequence[Any]) -> dict[str, Any]:
+    (_grouping, key, label, messages, sent, delivered, read, failed, replied, depth,
+     handoffs, opt_outs, reply_median, human_median) = row  # fmt: skip
+    return {
+        # Team, template and purpose ids come back as text (see _message_figures_sql).
+        "key": key if group_by in ("campaign", "day") else int(key),
+        "label": label if label is not None else "",
+        "messages": messages,
+        "sent": sent,
+        "delivered": delivered,
+        "read": read,
+        "failed": failed,
+        "replied": replied,
+        # Reply rate over what reached the provider; a message never sent cannot be answered.
+        "reply_rate": _rate(replied, max(sent, delivered)),
+        "median_reply_seconds": _seconds(reply_median),
+        "dialog_depth": round(float(depth), 2) if depth is not None else None,
+        "handoffs": handoffs,
+        "median_human_response_seconds": _seconds(human_median),
+        "opt_outs": opt_outs,
+    }
+
+
+def message_figures(
+    query: MetricsQuery, groupings: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The message figures under several groupings at once (the dashboard's table and its
+    days): one statement, each message's outcome computed once, whatever the number of
+    groupings or rows."""
+    groupings = tuple(dict.fromkeys(groupings))
+    for group_by in groupings:
+        if group_by not in GROUPINGS:
+            raise ValueError(f"Unknown grouping {group_by!r}")
+    rows_sql, rows_params = _outcome_rows(query, groupings).query.sql_with_params()
+    figures_sql, figures_params = _message_figures_sql(groupings)
+    result: dict[str, list[dict[str, Any]]] = {group_by: [] for group_by in groupings}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH outcomes AS ({rows_sql}) {figures_sql}",
+            [*rows_params, *figures_params],
+        )
+        for row in cursor.fetchall():
+            result[row[0]].append(_message_row(row[0], row))
+    for rows in result.values():
+        rows.sort(key=lambda row: row["key"])
+    return result
+
+
 def message_metrics(query: MetricsQuery, *, group_by: str) -> list[dict[str, Any]]:
     """Per campaign, template, purpose, team or day: the funnel, replies, depth, hand-offs
-    and opt-outs of outbound messages. Three queries, whatever the number of rows."""
-    columns = _group_columns(group_by)
-    messages = outbound_messages(query).filter(_group_filter(group_by))
-    rows = (
-        messages.values(**columns)
-        .annotate(
-            messages=Count("pk"),
-            sent=Count("pk", filter=Q(sent_at__isnull=False)),
-            delivered=Count(
-                "pk", filter=Q(status__in=[MessageStatus.DELIVERED, MessageStatus.READ])
-            ),
-            read=Count("pk", filter=Q(status=MessageStatus.READ)),
-            failed=Count("pk", filter=Q(status=MessageStatus.FAILED)),
-            replied=Count("pk", filter=Q(first_reply_at__isnull=False)),
-            dialog_depth=Avg("depth"),
-            handoffs=Count("pk", filter=Q(handed_off=True)),
-            opt_outs=Count("pk", filter=Q(opted_out=True)),
-        )
-        .order_by("key")
-    )
-    # No IS NOT NULL filter here: it would evaluate the reply subquery twice per row, and
-    # _median_seconds skips the rows without a value anyway.
-    reply_times = _median_seconds(
-        messages.values(
-            k=columns["key"],
-            v=ExpressionWrapper(F("first_reply_at") - F("metric_at"), DurationField()),
-        )
-    )
-    # The conversation's (latest) hand-off, if it fell in this message's window.
-    human_times = _median_seconds(
-        messages.filter(
-            conversation__handed_off_at__gt=F("metric_at"),
-            conversation__handed_off_at__lte=F("metric_until"),
-            conversation__first_response_at__gte=F("conversation__handed_off_at"),
-        ).values(
-            k=columns["key"],
-            v=ExpressionWrapper(
-                F("conversation__first_response_at") - F("conversation__handed_off_at"),
-                DurationField(),
-            ),
-        )
-    )
-    result = []
-    for row in rows:
-        key = _key(row["key"])
-        # Reply rate over what reached the provider; a message never sent cannot be answered.
-        reached = max(row["sent"], row["delivered"])
-        depth = row["dialog_depth"]
-        result.append(
-            {
-                **row,
-                "key": key,
-                "label": str(row["label"]) if row["label"] is not None else "",
-                "reply_rate": _rate(row["replied"], reached),
-                "median_reply_seconds": reply_times.get(key),
-                "dialog_depth": round(float(depth), 2) if depth is not None else None,
-                "median_human_response_seconds": human_times.get(key),
-            }
-        )
-    return [{name: item[name] for name in MESSAGE_FIELDS} for item in result]
+    and opt-outs of outbound messages. One query, whatever the number of rows."""
+    return message_figures(query, (group_by,))[group_by]
 
 
 def conversation_metrics(query: MetricsQuery, *, group_by: str) -> list[dict[str, Any]]:
@@ -362,12 +431,14 @@ def consent_growth(query: MetricsQuery, *, group_by: str = "purpose") -> list[di
     ]
 
 
-def daily_series(query: MetricsQuery) -> list[dict[str, Any]]:
-    """One row per day with any activity: the message figures, hand-offs and consent
-    growth side by side (for the dashboard's time series and the API)."""
+SERIES_FIELDS: Final = (*MESSAGE_FIELDS, "handoffs_total", "consent_growth")
+
+
+def _daily_rows(query: MetricsQuery, message_days: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The message figures per day with the day's hand-offs and consent growth beside them."""
     days: dict[str, dict[str, Any]] = {}
     empty = {"handoffs_total": 0, "consent_growth": 0}
-    for row in message_metrics(query, group_by="day"):
+    for row in message_days:
         days[row["key"]] = {**row, **empty}
     for row in conversation_metrics(query, group_by="day"):
         days.setdefault(row["key"], _empty_day(row["key"]))["handoffs_total"] = row["handoffs"]
@@ -376,7 +447,33 @@ def daily_series(query: MetricsQuery) -> list[dict[str, Any]]:
     return [days[key] for key in sorted(days)]
 
 
-SERIES_FIELDS: Final = (*MESSAGE_FIELDS, "handoffs_total", "consent_growth")
+def daily_series(query: MetricsQuery) -> list[dict[str, Any]]:
+    """One row per day with any activity: the message figures, hand-offs and consent
+    growth side by side (for the dashboard's time series and the API). Four queries."""
+    return _daily_rows(query, message_metrics(query, group_by="day"))
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """Everything the metrics dashboard shows for one query."""
+
+    groups: list[dict[str, Any]]
+    days: list[dict[str, Any]]
+    handoffs: list[dict[str, Any]]
+    consent: list[dict[str, Any]]
+
+
+def dashboard(query: MetricsQuery, *, group_by: str) -> Dashboard:
+    """The dashboard's figures: message figures per `group_by` and per day (one statement
+    for both), the daily series, hand-offs per team and consent growth per purpose.
+    Seven queries, whatever the number of messages or rows."""
+    figures = message_figures(query, (group_by, "day"))
+    return Dashboard(
+        groups=figures[group_by],
+        days=_daily_rows(query, figures["day"]),
+        handoffs=conversation_metrics(query, group_by="team"),
+        consent=consent_growth(query),
+    )
 
 
 def _empty_day(key: str) -> dict[str, Any]:

@@ -8,6 +8,6 @@ from consent.models import ConsentEvent
 from messaging.services.events import consent_changed_publish
 
 
-def publish_consent_changed(sender: type, *, event: ConsentEvent, **kwargs: Any) -> None:
-    # Runs inside consent_record's transaction: the delivery rows commit with the event.
-    consent_changed_publish(event=event)
+def publish_consent_changed(sender: type, *, events: list[ConsentEvent], **kwargs: Any) -> None:
+    # Runs inside the recording transaction: the delivery rows commit with the events.
+    consent_changed_publish(events=events)

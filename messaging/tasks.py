@@ -11,6 +11,7 @@ from messaging.services.delivery import (
     outbox_claim_due,
 )
 from messaging.services.events import webhook_deliveries_claim_lost, webhook_delivery_attempt
+from messaging.services.inbound import inbound_webhook_process, inbound_webhooks_claim_lost
 
 TRANSIENT = (OperationalError, InterfaceError)
 
@@ -72,3 +73,18 @@ def dispatch_lost_webhooks(self: Task) -> int:
     for delivery_id in delivery_ids:
         deliver_webhook.delay(delivery_id)
     return len(delivery_ids)
+
+
+@shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=10)
+def process_inbound_webhook(self: Task, webhook_id: int) -> str:
+    """Apply one accepted provider webhook; a redelivered task finds the row done (inbound.py)."""
+    return inbound_webhook_process(webhook_id=webhook_id)
+
+
+@shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True)
+def dispatch_lost_inbound_webhooks(self: Task) -> int:
+    """Periodic: queue again accepted webhooks whose processing task was lost or crashed."""
+    webhook_ids = inbound_webhooks_claim_lost()
+    for webhook_id in webhook_ids:
+        process_inbound_webhook.delay(webhook_id)
+    return len(webhook_ids)

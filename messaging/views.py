@@ -4,6 +4,10 @@ No session or CSRF: the provider's signature over the raw request is the authent
 it is checked before anything is parsed or stored. Answers: 404 unknown account, 413 too
 large, 403 bad signature, 400 unreadable payload (all storing nothing); otherwise 200, also
 when single items failed (they are quarantined, the provider must not retry forever).
+
+WhatsApp answers as soon as the verified body is stored in the webhook inbox; a Celery task
+applies it (messaging.services.inbound.inbound_webhook_process), so a burst of deliveries costs
+the provider one INSERT each. Twilio's requests are still applied before the answer.
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ from django.views.decorators.http import require_http_methods
 
 from messaging.models import ChannelAccount, ProviderKind
 from messaging.services.accounts import account_credentials
-from messaging.services.inbound import webhook_batch_process, webhook_payload_quarantine
+from messaging.services.inbound import (
+    inbound_webhook_accept,
+    webhook_batch_process,
+    webhook_payload_quarantine,
+)
 from messaging.webhooks.events import WebhookBatch, WebhookPayloadInvalid
 from messaging.webhooks.signatures import (
     meta_signature_ok,
@@ -89,20 +97,15 @@ def _not_found() -> JsonResponse:
     return _error(404, "not_found", _("Unknown webhook address."))
 
 
-def _processed(
+def _process_now(
     account: ChannelAccount, batch: WebhookBatch, body: bytes, content_type: str
-) -> dict[str, int]:
+) -> None:
     """Apply the batch; a failed item puts the whole body in quarantine, once."""
     result = webhook_batch_process(account=account, batch=batch)
     if result.failed:
         webhook_payload_quarantine(
             account=account, body=body, content_type=content_type, errors=result.errors
         )
-    return {
-        "messages": len(result.messages),
-        "statuses": len(result.receipts),
-        "quarantined": len(result.errors),
-    }
 
 
 @csrf_exempt
@@ -126,11 +129,14 @@ def whatsapp_webhook(request: HttpRequest, account: str) -> HttpResponse:
     if not meta_signature_ok(body, signature, credentials.get("app_secret", "")):
         return _forbidden(channel_account)
     try:
-        batch = parse_whatsapp_body(body)
+        # Parsed here only to refuse a malformed body now; the task parses the stored copy.
+        parse_whatsapp_body(body)
     except WebhookPayloadInvalid as exc:
         return _error(400, exc.code, exc.message)
-    counts = _processed(channel_account, batch, body, request.content_type or "")
-    return JsonResponse(counts)
+    webhook_id = inbound_webhook_accept(
+        account=channel_account, body=body, content_type=request.content_type or ""
+    )
+    return JsonResponse({"status": "accepted" if webhook_id is not None else "duplicate"})
 
 
 def _twilio_params(
@@ -184,5 +190,5 @@ def twilio_webhook(request: HttpRequest, account: str) -> HttpResponse:
         batch = _twilio_batch(request, params)
     except WebhookPayloadInvalid as exc:
         return _error(400, exc.code, exc.message)
-    _processed(channel_account, batch, body, request.content_type or "")
+    _process_now(channel_account, batch, body, request.content_type or "")
     return HttpResponse(EMPTY_TWIML, content_type="text/xml")

@@ -354,3 +354,9 @@ CELERY_BEAT_SCHEDULE["messaging-dispatch-lost-webhooks"] = {
     "task": "messaging.tasks.dispatch_lost_webhooks",
     "schedule": 60,
 }
+# Every minute: queue again accepted WhatsApp webhooks whose processing task was lost or crashed
+# (still pending 5 minutes after receipt or after their last attempt; given up after 5 attempts).
+CELERY_BEAT_SCHEDULE["messaging-dispatch-lost-inbound-webhooks"] = {
+    "task": "messaging.tasks.dispatch_lost_inbound_webhooks",
+    "schedule": 60,
+}

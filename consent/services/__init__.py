@@ -16,10 +16,14 @@ from consent.services.double_opt_in import (
 from consent.services.expiry import consents_expire_due, consents_request_reconfirmation
 from consent.services.inbound import InboundConsentOutcome, consent_inbound_message
 from consent.services.ledger import (
+    ConsentBatchOutcome,
+    ConsentBatchRefused,
+    ConsentChange,
     ConsentInvalid,
     Evidence,
     EvidenceMissing,
     consent_record,
+    consent_record_many,
     is_suppressed,
     suppression_add,
 )
@@ -75,6 +79,9 @@ __all__ = [
     "CONTACT_ACTIVITY_SOURCES",
     "ERASURE_HOOKS",
     "RETENTION_HANDLERS",
+    "ConsentBatchOutcome",
+    "ConsentBatchRefused",
+    "ConsentChange",
     "ConsentInvalid",
     "ConsentTextInvalid",
     "Evidence",
@@ -93,6 +100,7 @@ __all__ = [
     "consent_collect",
     "consent_inbound_message",
     "consent_record",
+    "consent_record_many",
     "consent_text_publish",
     "consent_text_validate",
     "consents_expire_due",

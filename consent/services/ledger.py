@@ -1,17 +1,21 @@
-"""The consent write API. `consent_record` is the only code that writes the consent ledger.
+"""The consent write API. `consent_record` (one event) and `consent_record_many` (its batch
+form, which `consent_record` uses for a batch of one) are the only code that writes the ledger.
 
-It appends the event to the contact's hash chain and updates the projection in the same
-transaction, under a lock on the contact, so the chain has no forks and the projection never
+They append events to the contacts' hash chains and update the projection in the same
+transaction, under a lock on the contacts, so a chain has no forks and the projection never
 disagrees with the ledger.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import connection, models, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -48,6 +52,11 @@ class EvidenceMissing(DomainError):
 
 # Clocks differ; an event stamped a little ahead of ours is still accepted.
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+
+# `Choices.values` builds a new list on each access; a batch checks every event against these.
+_ACTIONS = frozenset(ConsentAction.values)
+_SOURCES = frozenset(ConsentSource.values)
+_CHANNELS = frozenset(Channel.values)
 
 # Sources whose grants must name the consent text the contact saw.
 TEXT_REQUIRED_SOURCES = frozenset({ConsentSource.WEB_FORM, ConsentSource.API, ConsentSource.IMPORT})
@@ -99,13 +108,13 @@ def _check_evidence(*, action: str, source: str, evidence: Evidence, purpose: Pu
 def _validate(
     *, contact: Contact, purpose: Purpose, channel: str, action: str, source: str
 ) -> None:
-    if action not in ConsentAction.values:
+    if action not in _ACTIONS:
         raise ConsentInvalid(_("Unknown action “%(v)s”.") % {"v": action}, field="action")
-    if source not in ConsentSource.values:
+    if source not in _SOURCES:
         raise ConsentInvalid(_("Unknown source “%(v)s”.") % {"v": source}, field="source")
     if purpose.team_id != contact.team_id:
         raise ConsentInvalid(_("The purpose belongs to another team."), field="purpose")
-    if channel not in Channel.values:
+    if channel not in _CHANNELS:
         raise ConsentInvalid(_("Unknown channel “%(v)s”.") % {"v": channel}, field="channel")
     granting = action in (ConsentAction.GRANTED, ConsentAction.CONFIRMED, ConsentAction.REQUESTED)
     # Withdrawing is always possible (Art. 7(3)), even after a purpose dropped the channel.
@@ -125,8 +134,63 @@ def _validate(
         )
 
 
+@dataclass(frozen=True)
+class ConsentChange:
+    """One consent event to record: the arguments of `consent_record`, as a value for a batch."""
+
+    contact_id: int
+    purpose: Purpose
+    channel: str
+    action: str
+    source: str
+    evidence: Evidence
+    occurred_at: dt.datetime | None = None
+
+
+class ConsentBatchRefused(DomainError):
+    """Events of a batch broke a rule; the batch was refused and nothing of it was written."""
+
+    code = "consent_batch_refused"
+
+    def __init__(self, refused: list[tuple[int, DomainError]]) -> None:
+        self.refused = refused
+        index, first = refused[0]
+        super().__init__(
+            _("%(count)s consent event(s) refused, nothing recorded. Event %(number)s: %(why)s")
+            % {"count": len(refused), "number": index + 1, "why": first.message},
+            field=first.field,
+        )
+
+
+@dataclass
+class ConsentBatchOutcome:
+    recorded: int = 0
+    # (position in the input, counting from 0, why) of each event left out; only with
+    # skip_invalid.
+    refused: list[tuple[int, DomainError]] = field(default_factory=list)
+
+
+# Events per transaction in consent_record_many: large enough to spread the per-chunk queries
+# over many events, small enough that the contacts are not locked for long.
+CONSENT_BATCH_SIZE = 5000
+
+
+@dataclass(frozen=True)
+class _ProjectionRow:
+    """A Consent row as a batch sees it: the stored one, then after each winning event."""
+
+    status: str
+    since: dt.datetime
+    valid_until: dt.datetime | None
+    decided_at: dt.datetime
+    deciding_action: str
+    last_event_id: int | None = None
+    # Set when an event of this batch decides the row (its pk exists only after the insert).
+    last_event: ConsentEvent | None = None
+
+
 def _projected_status(
-    *, purpose: Purpose, channel: str, action: str, source: str, current: Consent | None
+    *, purpose: Purpose, channel: str, action: str, source: str, current: _ProjectionRow | None
 ) -> str | None:
     """The status the event leads to, or None where it leaves a valid grant untouched."""
     unconfirmed = action == ConsentAction.REQUESTED or (
@@ -142,23 +206,53 @@ def _projected_status(
     return PROJECTION_STATUS[action]
 
 
-def _event_wins(new: ConsentEvent, current: Consent | None) -> bool:
+def _event_wins(new: ConsentEvent, current: _ProjectionRow | None) -> bool:
     """Latest `occurred_at` wins; on a tie a withdrawal wins (never message on a doubt)."""
     if current is None:
         return True
-    deciding = current.last_event
-    if new.occurred_at != deciding.occurred_at:
-        return new.occurred_at > deciding.occurred_at
-    return deciding.action != ConsentAction.WITHDRAWN or new.action == ConsentAction.WITHDRAWN
+    if new.occurred_at != current.decided_at:
+        return new.occurred_at > current.decided_at
+    return (
+        current.deciding_action != ConsentAction.WITHDRAWN or new.action == ConsentAction.WITHDRAWN
+    )
+
+
+def _projected(
+    event: ConsentEvent, purpose: Purpose, current: _ProjectionRow | None
+) -> _ProjectionRow | None:
+    """The row after `event`, or None where the event leaves the current state as it is."""
+    if not _event_wins(event, current):
+        return None
+    status = _projected_status(
+        purpose=purpose,
+        channel=event.channel,
+        action=event.action,
+        source=event.source,
+        current=current,
+    )
+    if status is None:
+        return None
+    return _ProjectionRow(
+        status=status,
+        since=current.since
+        if current is not None and current.status == status
+        else event.occurred_at,
+        valid_until=(
+            purpose.valid_until(event.occurred_at) if status == ConsentStatus.GRANTED else None
+        ),
+        decided_at=event.occurred_at,
+        deciding_action=event.action,
+        last_event=event,
+    )
 
 
 def _actor_label(actor: AbstractBaseUser | None) -> str:
     return actor.get_username() if actor is not None else ""
 
 
-def _ensure_may_record(actor: AbstractBaseUser | None, contact: Contact) -> None:
+def _ensure_may_record(actor: AbstractBaseUser | None, team_id: int) -> None:
     if actor is not None and not crm_selectors.user_may_write(
-        actor, "consent.add_consentevent", contact.team_id
+        actor, "consent.add_consentevent", team_id
     ):
         raise PermissionRefused(_("You may not record consent for this team."))
 
@@ -181,17 +275,147 @@ def consent_record(
     contact of another team. A late event older than the deciding one is recorded in the
     ledger but does not change the current state.
     """
-    _ensure_may_record(actor, contact)
-    now = timezone.now()
-    occurred_at = occurred_at or now
-    if occurred_at > now + FUTURE_TOLERANCE:
-        raise ConsentInvalid(_("The event lies in the future."), field="occurred_at")
-    # Lock the contact: its chain must not fork when two events arrive at once.
-    contact = Contact.objects.select_for_update().get(pk=contact.pk)
-    _validate(contact=contact, purpose=purpose, channel=channel, action=action, source=source)
-    _check_evidence(action=action, source=source, evidence=evidence, purpose=purpose)
+    change = ConsentChange(
+        contact_id=contact.pk,
+        purpose=purpose,
+        channel=channel,
+        action=action,
+        source=source,
+        evidence=evidence,
+        occurred_at=occurred_at,
+    )
+    # A batch of one: its refusal is raised as it is, not wrapped in ConsentBatchRefused.
+    events, refused = _record_chunk([change], actor=actor, first_index=0, skip_invalid=True)
+    if refused:
+        raise refused[0][1]
+    return events[0]
 
-    stored_evidence = ConsentEvidence(
+
+def consent_record_many(
+    changes: Iterable[ConsentChange],
+    *,
+    actor: AbstractBaseUser | None = None,
+    skip_invalid: bool = False,
+    chunk_size: int = CONSENT_BATCH_SIZE,
+) -> ConsentBatchOutcome:
+    """`consent_record` for many events: the same rules, chains and projection, in bulk.
+
+    Events are appended in input order (per contact, the chain follows the input). Each chunk
+    of `chunk_size` events is one transaction: it locks its contacts, reads their chain heads
+    and projection rows in one query each and writes evidence, events and projection in bulk.
+    A chunk with an invalid event raises ConsentBatchRefused and writes nothing (chunks
+    before it stay committed); with `skip_invalid` the invalid events are left out and
+    reported in the outcome instead.
+    """
+    outcome = ConsentBatchOutcome()
+    iterator = iter(changes)
+    first_index = 0
+    while chunk := list(itertools.islice(iterator, chunk_size)):
+        with transaction.atomic():
+            events, refused = _record_chunk(
+                chunk, actor=actor, first_index=first_index, skip_invalid=skip_invalid
+            )
+        outcome.recorded += len(events)
+        outcome.refused.extend(refused)
+        first_index += len(chunk)
+    return outcome
+
+
+def _record_chunk(
+    changes: list[ConsentChange],
+    *,
+    actor: AbstractBaseUser | None,
+    first_index: int,
+    skip_invalid: bool,
+) -> tuple[list[ConsentEvent], list[tuple[int, DomainError]]]:
+    """Record a batch in the caller's transaction; the recorded events and the refusals."""
+    now = timezone.now()
+    contact_ids = sorted({change.contact_id for change in changes})
+    # Lock the contacts (in id order, so two batches cannot deadlock): their chains must not
+    # fork when events arrive at once.
+    contacts = Contact.objects.select_for_update().only("team_id", "erased_at", "is_restricted")
+    contacts_by_id = {c.pk: c for c in contacts.filter(pk__in=contact_ids).order_by("pk")}
+    for team_id in {contact.team_id for contact in contacts_by_id.values()}:
+        _ensure_may_record(actor, team_id)
+
+    accepted: list[ConsentChange] = []
+    refused: list[tuple[int, DomainError]] = []
+    for position, change in enumerate(changes, start=first_index):
+        try:
+            _check_change(change, contacts_by_id.get(change.contact_id), now=now)
+        except DomainError as error:
+            refused.append((position, error))
+        else:
+            accepted.append(change)
+    if refused and not skip_invalid:
+        raise ConsentBatchRefused(refused)
+    if not accepted:
+        return [], refused
+
+    actor_label = _actor_label(actor)
+    heads = _chain_heads(contact_ids)
+    projection = _projection_rows(contact_ids)
+    changed_keys: dict[tuple[int, int, str], Purpose] = {}
+    evidences: list[ConsentEvidence] = []
+    events: list[ConsentEvent] = []
+    for change in accepted:
+        stored_evidence = _stored_evidence(change.evidence, actor=actor, actor_label=actor_label)
+        previous_sequence, previous_hash = heads.get(change.contact_id, (0, GENESIS_HASH))
+        event = ConsentEvent(
+            contact=contacts_by_id[change.contact_id],
+            team_id=contacts_by_id[change.contact_id].team_id,
+            purpose=change.purpose,
+            channel=change.channel,
+            action=change.action,
+            source=change.source,
+            evidence=stored_evidence,
+            evidence_digest=stored_evidence.digest,
+            occurred_at=change.occurred_at or now,
+            recorded_at=now,
+            sequence=previous_sequence + 1,
+        )
+        event.seal(previous_hash)
+        heads[change.contact_id] = (event.sequence, event.hash)
+        key = (change.contact_id, change.purpose.pk, change.channel)
+        row = _projected(event, change.purpose, projection.get(key))
+        if row is not None:
+            projection[key] = row
+            changed_keys[key] = change.purpose
+        evidences.append(stored_evidence)
+        events.append(event)
+
+    _insert_all(ConsentEvidence, evidences)
+    for event in events:
+        event.evidence_id = event.evidence.pk
+    _insert_all(ConsentEvent, events)
+    _write_projection({key: projection[key] for key in changed_keys})
+    consent_changed.send(sender=ConsentEvent, events=events)
+    return events, refused
+
+
+def _check_change(change: ConsentChange, contact: Contact | None, *, now: dt.datetime) -> None:
+    if contact is None:
+        raise ConsentInvalid(
+            _("There is no contact with id %(id)s.") % {"id": change.contact_id}, field="contact"
+        )
+    if change.occurred_at is not None and change.occurred_at > now + FUTURE_TOLERANCE:
+        raise ConsentInvalid(_("The event lies in the future."), field="occurred_at")
+    _validate(
+        contact=contact,
+        purpose=change.purpose,
+        channel=change.channel,
+        action=change.action,
+        source=change.source,
+    )
+    _check_evidence(
+        action=change.action, source=change.source, evidence=change.evidence, purpose=change.purpose
+    )
+
+
+def _stored_evidence(
+    evidence: Evidence, *, actor: AbstractBaseUser | None, actor_label: str
+) -> ConsentEvidence:
+    stored = ConsentEvidence(
         consent_text=evidence.consent_text,
         ip_address=evidence.ip_address or None,
         user_agent=evidence.user_agent[:500],
@@ -201,75 +425,112 @@ def consent_record(
         note=evidence.note,
         collected_at=evidence.collected_at,
         actor=actor,
-        actor_label=_actor_label(actor),
+        actor_label=actor_label,
     )
-    stored_evidence.digest = stored_evidence.compute_digest()
-    stored_evidence.save()
+    stored.digest = stored.compute_digest()
+    return stored
 
-    last = (
-        ConsentEvent.objects.filter(contact=contact)
+
+def _chain_heads(contact_ids: list[int]) -> dict[int, tuple[int, str]]:
+    """(sequence, hash) of each contact's last event; read under the contacts' locks."""
+    last_sequence = (
+        ConsentEvent.objects.filter(contact_id=OuterRef("contact_id"))
         .order_by("-sequence")
-        .values("sequence", "hash")
-        .first()
+        .values("sequence")[:1]
     )
-    event = ConsentEvent(
-        contact=contact,
-        team_id=contact.team_id,
-        purpose=purpose,
-        channel=channel,
-        action=action,
-        source=source,
-        evidence=stored_evidence,
-        evidence_digest=stored_evidence.digest,
-        occurred_at=occurred_at,
-        recorded_at=now,
-        sequence=(last["sequence"] + 1) if last else 1,
+    heads = (
+        ConsentEvent.objects.filter(contact_id__in=contact_ids, sequence=Subquery(last_sequence))
+        .order_by()
+        .values_list("contact_id", "sequence", "hash")
     )
-    event.seal(last["hash"] if last else GENESIS_HASH)
-    event.save()
-    _project(event=event, purpose=purpose)
-    consent_changed.send(sender=ConsentEvent, event=event)
-    return event
+    return {contact_id: (sequence, hash_) for contact_id, sequence, hash_ in heads}
 
 
-def _project(*, event: ConsentEvent, purpose: Purpose) -> None:
-    current = (
-        Consent.objects.select_for_update()
-        .select_related("last_event")
-        .filter(contact_id=event.contact_id, purpose=purpose, channel=event.channel)
-        .first()
-    )
-    if not _event_wins(event, current):
-        return
-    status = _projected_status(
-        purpose=purpose,
-        channel=event.channel,
-        action=event.action,
-        source=event.source,
-        current=current,
-    )
-    if status is None:
-        return
-    valid_until = (
-        purpose.valid_until(event.occurred_at) if status == ConsentStatus.GRANTED else None
-    )
-    if current is None:
-        Consent.objects.create(
-            contact_id=event.contact_id,
-            purpose=purpose,
-            channel=event.channel,
-            status=status,
-            since=event.occurred_at,
-            valid_until=valid_until,
-            last_event=event,
+def _projection_rows(contact_ids: list[int]) -> dict[tuple[int, int, str], _ProjectionRow]:
+    rows = (
+        Consent.objects.select_for_update(of=("self",))
+        .filter(contact_id__in=contact_ids)
+        .order_by()
+        .values_list(
+            "contact_id",
+            "purpose_id",
+            "channel",
+            "status",
+            "since",
+            "valid_until",
+            "last_event__occurred_at",
+            "last_event__action",
+            "last_event_id",
         )
+    )
+    return {
+        (contact_id, purpose_id, channel): _ProjectionRow(
+            status=status,
+            since=since,
+            valid_until=valid_until,
+            decided_at=decided_at,
+            deciding_action=deciding_action,
+            last_event_id=last_event_id,
+        )
+        for (
+            contact_id,
+            purpose_id,
+            channel,
+            status,
+            since,
+            valid_until,
+            decided_at,
+            deciding_action,
+            last_event_id,
+        ) in rows
+    }
+
+
+def _write_projection(rows: dict[tuple[int, int, str], _ProjectionRow]) -> None:
+    """Insert or update the decided Consent rows in one statement."""
+    Consent.objects.bulk_create(
+        [
+            Consent(
+                contact_id=contact_id,
+                purpose_id=purpose_id,
+                channel=channel,
+                status=row.status,
+                since=row.since,
+                valid_until=row.valid_until,
+                last_event_id=row.last_event.pk if row.last_event else row.last_event_id,
+            )
+            for (contact_id, purpose_id, channel), row in rows.items()
+        ],
+        update_conflicts=True,
+        unique_fields=["contact", "purpose", "channel"],
+        update_fields=["status", "since", "valid_until", "last_event", "updated_at"],
+    )
+
+
+def _insert_all(model: type[models.Model], objects: list[Any]) -> None:
+    """Insert new rows and set their primary keys.
+
+    On PostgreSQL the ids come from the table's sequence in one query and the rows go in with
+    COPY, several times faster than INSERT for large batches; elsewhere bulk_create.
+    """
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_create(objects)
         return
-    if current.status != status:
-        current.since = event.occurred_at
-    current.status = status
-    current.valid_until = valid_until if status == ConsentStatus.GRANTED else None
-    current.last_event = event
-    current.save(update_fields=["status", "since", "valid_until", "last_event", "updated_at"])
+    table = model._meta.db_table
+    fields = model._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [table, len(objects)],
+        )
+        for instance, (pk,) in zip(objects, cursor.fetchall(), strict=True):
+            instance.pk = pk
+            instance._state.adding = False
+            instance._state.db = connection.alias
+        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for instance in objects:
+                copy.write_row([getattr(instance, f.attname) for f in fields])
 
 
 def suppression_add(

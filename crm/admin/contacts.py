@@ -29,6 +29,7 @@ from crm import selectors, services
 from crm.addresses import AddressInvalid, normalise_address, normalise_phone
 from crm.admin_base import (
     IntermediateActionMixin,
+    LargeChangelistMixin,
     ScopedHistoryMixin,
     ServiceAdminMixin,
     TeamObjectFilter,
@@ -248,6 +249,7 @@ class AssignTeamForm(forms.Form):
 
 @admin.register(Contact)
 class ContactAdmin(
+    LargeChangelistMixin,
     IntermediateActionMixin,
     ServiceAdminMixin,
     ScopedHistoryMixin,
@@ -294,14 +296,8 @@ class ContactAdmin(
         self, request: HttpRequest, queryset: QuerySet[Contact], search_term: str
     ) -> tuple[QuerySet[Contact], bool]:
         term = search_term.strip()
-        if not term:
-            return queryset, False
-        # EXISTS-based search: one row per contact however many addresses match.
-        results = queryset.search(term)
-        phone = _as_phone(term)
-        if phone and phone != term:
-            results = results | queryset.search(phone)
-        return results, False
+        # An id set, not a join: one row per contact however many addresses match.
+        return selectors.contacts_matching(queryset, [term, _as_phone(term) or ""]), False
 
     def get_fieldsets(self, request: HttpRequest, obj: Contact | None = None) -> list:
         fieldsets = [

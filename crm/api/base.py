@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
+from django.utils.translation import gettext as _
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import exceptions, permissions, serializers, status, viewsets
 from rest_framework.request import Request
@@ -107,6 +108,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         exc = exceptions.ValidationError(detail=detail)
+    if isinstance(exc, OverflowError):
+        # An id or number in the query larger than the database can hold (SQLite raises before
+        # querying): the caller's input is wrong, nothing was read or written.
+        exc = exceptions.ValidationError(detail={"detail": [_("A number is out of range.")]})
     response = drf_exception_handler(exc, context)
     if (
         response is not None

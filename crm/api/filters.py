@@ -6,6 +6,7 @@ import django_filters
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils.translation import gettext_lazy as _
 
+from crm import selectors
 from crm.models import Channel, Contact, ContactPoint, Language, Segment, Tag
 
 
@@ -62,7 +63,7 @@ class ContactFilter(django_filters.FilterSet):
     def filter_search(
         self, queryset: QuerySet[Contact], name: str, value: str
     ) -> QuerySet[Contact]:
-        return queryset.search(value)
+        return selectors.contacts_matching(queryset, [value])
 
 
 class ContactPointFilter(django_filters.FilterSet):

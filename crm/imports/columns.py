@@ -11,9 +11,11 @@ from typing import Any, Final
 
 from django.utils.translation import gettext as _
 
-from crm.addresses import AddressInvalid, normalise_address
+from crm.addresses import AddressInvalid
 from crm.imports import hooks
+from crm.imports.emails import normalise_import_email
 from crm.imports.errors import ImportFileInvalid, RowInvalid
+from crm.imports.phones import normalise_import_phone
 from crm.models import Channel, Language, Salutation
 
 FIELD_ALIASES: Final[dict[str, tuple[str, ...]]] = {
@@ -135,12 +137,18 @@ _CHANNELS: Final = {
 _TAG_SPLIT: Final = re.compile(r"[,|]")
 
 
+@functools.lru_cache(maxsize=1024)
 def header_key(name: str) -> str:
-    """How header names compare: case, spaces, "-", "_" and "." do not matter."""
+    """How header names compare: case, spaces, "-", "_" and "." do not matter.
+
+    Cached: row hooks key every cell of every row by its header name.
+    """
     return re.sub(r"[\s\-_.]+", "", name.strip().lower())
 
 
+@functools.lru_cache(maxsize=1024)
 def _compact(value: str) -> str:
+    """Cached: salutations and channels repeat on every row."""
     return re.sub(r"[\s\-_.]+", "", value.lower())
 
 
@@ -226,11 +234,15 @@ def _refuse(label: str, problem: str) -> RowInvalid:
 
 def _parse_value(row: ImportRow, name: str, label: str, value: str) -> None:
     if name in ADDRESS_CHANNELS:
+        channel = ADDRESS_CHANNELS[name]
         try:
-            address = normalise_address(ADDRESS_CHANNELS[name], value)
+            if channel in PHONE_CHANNELS:
+                address = normalise_import_phone(value)
+            else:
+                address = normalise_import_email(value)
         except AddressInvalid as exc:
             raise _refuse(label, exc.message) from exc
-        row.points.append((ADDRESS_CHANNELS[name], address))
+        row.points.append((channel, address))
     elif name in TEXT_LIMITS:
         if len(value) > TEXT_LIMITS[name]:
             raise _refuse(

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Final
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from simple_history.utils import bulk_create_with_history, bulk_update_with_history
+from simple_history.utils import bulk_update_with_history
 
 from crm.hashing import address_hash
 from crm.imports import hooks
 from crm.imports.columns import ATTRIBUTE_PREFIX, PHONE_CHANNELS, ImportRow
+from crm.imports.writes import InstanceMaker, create_with_history
 from crm.models import Channel, Contact, ContactImport, ContactPoint, ImportRejection, Tag, Team
 
 if TYPE_CHECKING:
@@ -225,6 +226,9 @@ def _conflict(row: ImportRow, matches: list[tuple[str, Target]]) -> str:
 def plan_batch(team: Team, tags: TeamTags, rows: list[ImportRow], *, lock: bool) -> Plan:
     """Decide each row's outcome and gather the bulk writes; reads only, writes nothing."""
     plan = Plan()
+    new_contact = InstanceMaker(
+        Contact, team=team, language=team.default_language, time_zone=team.default_time_zone
+    )
     hooks.run_checks(team, rows)
     matcher = _Matcher(team, tags, [row for row in rows if not row.error], lock=lock)
     seen: set[int] = set()
@@ -249,12 +253,7 @@ def plan_batch(team: Team, tags: TeamTags, rows: list[ImportRow], *, lock: bool)
                 else:
                     result.outcome = UPDATED if result.changes else UNCHANGED
             elif not result.reason:
-                contact = Contact(
-                    team=team,
-                    language=team.default_language,
-                    time_zone=team.default_time_zone,
-                )
-                target = Target(contact=contact, is_new=True, first_line=row.line)
+                target = Target(contact=new_contact(), is_new=True, first_line=row.line)
                 result.outcome = CREATED
                 plan.created.append(target)
             if result.reason:
@@ -282,14 +281,13 @@ def apply_plan(
     reason = _("contact import #%(id)s") % {"id": contact_import.pk}
     now = timezone.now()
     tags.create_missing(plan.new_tags)
-    if plan.created:
-        bulk_create_with_history(
-            [target.contact for target in plan.created],
-            Contact,
-            default_user=actor,
-            default_change_reason=reason,
-            default_date=now,
-        )
+    create_with_history(
+        Contact,
+        [target.contact for target in plan.created],
+        actor=actor,
+        reason=reason,
+        now=now,
+    )
     if plan.updated:
         fields = sorted({name for target in plan.updated for name in target.changed_fields})
         for target in plan.updated:
@@ -303,6 +301,7 @@ def apply_plan(
             default_date=now,
         )
     points: list[ContactPoint] = []
+    new_point = InstanceMaker(ContactPoint, team_id=contact_import.team_id)
     links = []
     through = Contact.tags.through
     for target in [*plan.created, *plan.touched]:
@@ -310,9 +309,8 @@ def apply_plan(
         primary_channels = {c for c, _a in target.points - set(target.new_points)}
         for channel, address in target.new_points:
             points.append(
-                ContactPoint(
+                new_point(
                     contact_id=contact.pk,
-                    team_id=contact.team_id,
                     channel=channel,
                     address=address,
                     address_hash=address_hash(address),
@@ -324,10 +322,7 @@ def apply_plan(
             through(contact_id=contact.pk, tag_id=tags.by_name[tag.lower()].pk)
             for tag in target.new_tags
         ]
-    if points:
-        bulk_create_with_history(
-            points, ContactPoint, default_user=actor, default_change_reason=reason, default_date=now
-        )
+    create_with_history(ContactPoint, points, actor=actor, reason=reason, now=now)
     if links:
         through.objects.bulk_create(links, ignore_conflicts=True)
     rejections = [

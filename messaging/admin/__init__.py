@@ -67,3 +67,7 @@ from messaging.admin.integration import (  # noqa: E402
 )
 
 __all__ += ["WebhookDeliveryInline", "WebhookSubscriptionAdmin", "WebhookSubscriptionForm"]
+
+from messaging.admin.webhooks import InboundWebhookAdmin  # noqa: E402
+
+__all__ += ["InboundWebhookAdmin"]

@@ -20,7 +20,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from crm import selectors as crm_selectors
@@ -171,10 +171,15 @@ class ConversationExportAdmin(ReadOnlyAdminMixin, ServiceAdminMixin, admin.Model
             except DomainError as error:
                 report_domain_error(request, error)
             else:
+                count = export.conversation_count
                 messages.success(
                     request,
-                    gettext("Exported %(count)d conversations.")
-                    % {"count": export.conversation_count},
+                    ngettext(
+                        "Exported %(count)d conversation.",
+                        "Exported %(count)d conversations.",
+                        count,
+                    )
+                    % {"count": count},
                 )
                 return HttpResponseRedirect(
                     reverse(

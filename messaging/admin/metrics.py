@@ -197,7 +197,8 @@ def metrics_dashboard_view(request: HttpRequest, admin_site: admin.AdminSite) ->
         until=dt.datetime.combine(data["until"] + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC),
         window_days=data["window_days"],
     )
-    days = metrics.daily_series(query)
+    figures = metrics.dashboard(query, group_by=data["group_by"])
+    days = figures.days
     totals = {name: sum(day[name] for day in days) for name, _label in FUNNEL_STEPS}
     params = {
         "since": data["since"].isoformat(),
@@ -213,10 +214,10 @@ def metrics_dashboard_view(request: HttpRequest, admin_site: admin.AdminSite) ->
         "subtitle": None,
         "form": form,
         "group_by": data["group_by"],
-        "groups": metrics.message_metrics(query, group_by=data["group_by"]),
+        "groups": figures.groups,
         "days": days,
-        "handoffs": metrics.conversation_metrics(query, group_by="team"),
-        "consent": metrics.consent_growth(query),
+        "handoffs": figures.handoffs,
+        "consent": figures.consent,
         "totals": totals,
         "funnel_chart": funnel_svg(totals),
         "series_chart": series_svg(days),

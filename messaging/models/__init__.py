@@ -39,7 +39,7 @@ from messaging.models.messages import (
     SenderKind,
     StatusReceipt,
 )
-from messaging.models.webhooks import QuarantinedPayload
+from messaging.models.webhooks import InboundWebhook, InboxStatus, QuarantinedPayload
 
 __all__ = [
     "COUNTED_STATUSES",
@@ -60,6 +60,8 @@ __all__ = [
     "EventKind",
     "EventType",
     "Handler",
+    "InboundWebhook",
+    "InboxStatus",
     "Message",
     "MessageKind",
     "MessageStatus",

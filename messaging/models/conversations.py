@@ -182,6 +182,14 @@ class ConversationEvent(LedgerEntry):
                 fields=["conversation", "sequence"], name="%(app_label)s_%(class)s_unique_seq"
             )
         ]
+        indexes = [
+            # Metrics: hand-offs per conversation in a message's window, and per period.
+            models.Index(
+                fields=["conversation", "occurred_at"],
+                condition=Q(kind="handed_off"),
+                name="msg_event_handoff",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.conversation_id}#{self.sequence} {self.kind}"

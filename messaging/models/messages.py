@@ -156,7 +156,13 @@ class Message(models.Model):
             )
         ]
         indexes = [
-            models.Index(fields=["conversation", "id"], name="msg_message_conversation"),
+            # Covering: the metrics' look-ahead at a conversation's later messages (their
+            # time and direction) reads the index only.
+            models.Index(
+                fields=["conversation", "id"],
+                include=["created_at", "direction"],
+                name="msg_message_conv_covering",
+            ),
             # Frequency caps: outbound messages per contact and purpose in a period.
             models.Index(
                 fields=["contact", "purpose", "created_at"],

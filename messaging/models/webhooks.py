@@ -28,3 +28,53 @@ class QuarantinedPayload(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} {self.received_at:%Y-%m-%d %H:%M}"
+
+
+class InboxStatus(models.TextChoices):
+    PENDING = "pending", _("pending")
+    PROCESSED = "processed", _("processed")
+    FAILED = "failed", _("failed")
+
+
+class InboundWebhook(models.Model):
+    """A verified webhook request, stored before it is processed (the webhook inbox).
+
+    The view answers the provider as soon as this row is committed; a Celery task applies the
+    body later. The same body received twice for one account is stored once (`body_sha256`),
+    so a provider's retry of an accepted request is not processed a second time.
+    """
+
+    account = models.ForeignKey(
+        ChannelAccount, on_delete=models.PROTECT, related_name="inbound_webhooks", editable=False
+    )
+    body = models.TextField(_("raw body"), editable=False)
+    body_sha256 = models.CharField(_("SHA-256 of the body"), max_length=64, editable=False)
+    content_type = models.CharField(_("content type"), max_length=120, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=InboxStatus.choices, default=InboxStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True)
+    attempted_at = models.DateTimeField(_("last attempt at"), null=True, blank=True)
+    processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("inbound webhook")
+        verbose_name_plural = _("inbound webhooks")
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "body_sha256"], name="messaging_inbound_webhook_once"
+            )
+        ]
+        indexes = [
+            # The sweep reads only the (few) rows still waiting.
+            models.Index(
+                fields=["received_at"],
+                name="messaging_inbox_pending_idx",
+                condition=models.Q(status="pending"),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.received_at:%Y-%m-%d %H:%M} {self.status}"

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from approvals.models import TemplateVersion
 from approvals.selectors import sendability
@@ -40,13 +43,15 @@ from messaging.models import (
     SenderKind,
 )
 from messaging.services.events import event_publish
+from messaging.services.gate import GateDecision, SendRequest, send_gate_evaluate_many
 from messaging.services.send import message_send
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
 
+logger = logging.getLogger(__name__)
+
 BATCH_SIZE: Final = 500
-FREEZE_CHUNK: Final = 5000
 ADD_PERM: Final = "messaging.add_campaign"
 CHANGE_PERM: Final = "messaging.change_campaign"
 # Dry-run buckets: why a contact of the segment would not get the campaign.
@@ -292,18 +297,25 @@ def _base_contacts(campaign: Campaign) -> QuerySet[Contact]:
 
 
 def campaign_audience(campaign: Campaign, channel: str) -> QuerySet[Contact]:
-    """Contacts of the segment who may get the campaign on `channel`: one SQL query."""
+    """Contacts of the segment who may get the campaign on `channel`: one SQL query.
+
+    The segment's rules are ANDed into the grant query itself rather than joined as a second
+    scan of the contacts, which would double the work at a million contacts.
+    """
     granted = contacts_with_grant(
         team_id=campaign.team_id, purpose=campaign.purpose_id, channel=channel
     )
-    return _base_contacts(campaign).filter(pk__in=granted.values("pk"))
+    if campaign.segment_id is not None:
+        granted &= crm_selectors.segment_contacts(campaign.segment)
+    return granted
 
 
 def _freeze(campaign: Campaign, templates: Sequence[CampaignTemplate]) -> int:
-    """Write the recipients in bulk; an existing (campaign, contact) row is kept as it is.
+    """Write the recipients inside the database, one INSERT … SELECT per pass.
 
-    Insertion order decides the channel: first contacts on their preferred channel, then
-    everyone else in the campaign's fallback order.
+    An existing (campaign, contact) row is kept as it is (ON CONFLICT DO NOTHING), so
+    insertion order decides the channel: first contacts on their preferred channel, then
+    everyone else in the campaign's fallback order. No contact id travels through Python.
     """
     passes: list[tuple[CampaignTemplate, QuerySet[Contact]]] = []
     if campaign.channel_mode == ChannelMode.PREFERRED:
@@ -312,21 +324,29 @@ def _freeze(campaign: Campaign, templates: Sequence[CampaignTemplate]) -> int:
             for t in templates
         ]
     passes += [(t, campaign_audience(campaign, t.channel)) for t in templates]
-    for choice, contacts in passes:
-        chunk: list[CampaignRecipient] = []
-        for contact_id in contacts.values_list("pk", flat=True).iterator(chunk_size=FREEZE_CHUNK):
-            chunk.append(
-                CampaignRecipient(
-                    campaign=campaign,
-                    contact_id=contact_id,
-                    account=choice.account,
-                    channel=choice.channel,
-                )
+    meta = CampaignRecipient._meta
+    columns = ", ".join(
+        meta.get_field(name).column
+        for name in ("campaign", "contact", "account", "channel", "status", "reason")
+    )
+    with connection.cursor() as cursor:
+        for choice, contacts in passes:
+            # Ordering is meaningless for an insert and would sort the whole audience.
+            audience = contacts.order_by().values(contact=F("pk")).query
+            audience_sql, audience_params = audience.sql_with_params()
+            cursor.execute(
+                f"INSERT INTO {meta.db_table} ({columns}) "  # noqa: S608 - names from the model
+                f"SELECT %s, audience.contact, %s, %s, %s, '' FROM ({audience_sql}) AS audience "
+                # WHERE true: without it SQLite reads ON CONFLICT as a join constraint.
+                "WHERE true ON CONFLICT DO NOTHING",
+                [
+                    campaign.pk,
+                    choice.account_id,
+                    choice.channel,
+                    RecipientStatus.PENDING,
+                    *audience_params,
+                ],
             )
-            if len(chunk) >= FREEZE_CHUNK:
-                CampaignRecipient.objects.bulk_create(chunk, ignore_conflicts=True)
-                chunk = []
-        CampaignRecipient.objects.bulk_create(chunk, ignore_conflicts=True)
     return campaign.recipients.count()
 
 
@@ -363,9 +383,18 @@ def campaign_dry_run(campaign: Campaign) -> dict[str, int]:
 def _enqueue_batch(campaign_id: int, countdown: float | None = None) -> None:
     from messaging.tasks import send_campaign_batch as send_campaign_batch_task
 
-    transaction.on_commit(
-        lambda: send_campaign_batch_task.apply_async((campaign_id,), countdown=countdown)
-    )
+    def enqueue() -> None:
+        try:
+            send_campaign_batch_task.apply_async((campaign_id,), countdown=countdown)
+        except (KombuOperationalError, OSError):
+            # The batch (or launch) is committed and its messages wait in the outbox: a broker
+            # outage must not fail it. The campaign stays running; a relaunch continues it.
+            logger.warning(
+                "campaign %s: next batch not queued, broker unavailable; relaunch it",
+                campaign_id,
+            )
+
+    transaction.on_commit(enqueue)
 
 
 def _start(campaign: Campaign, actor: AbstractBaseUser | None) -> Campaign:
@@ -477,10 +506,40 @@ def campaign_throttle(campaign: Campaign, templates: Sequence[CampaignTemplate])
     return max(1, min((t.account.messages_per_second for t in templates), default=1))
 
 
-def _send_one(recipient: CampaignRecipient, choice: CampaignTemplate, origin: str) -> None:
-    now = timezone.now()
+def campaign_batch_decisions(
+    recipients: Sequence[CampaignRecipient],
+    templates: Sequence[CampaignTemplate],
+    at: dt.datetime,
+) -> list[GateDecision]:
+    """The send gate's decisions for a batch of recipients (contact loaded), in one go."""
+    by_account = {t.account_id: t for t in templates}
+    return send_gate_evaluate_many(
+        [
+            SendRequest(
+                contact=recipient.contact,
+                account=by_account[recipient.account_id].account,
+                template_version=by_account[recipient.account_id].template_version,
+            )
+            for recipient in recipients
+        ],
+        at=at,
+    )
+
+
+def _send_one(
+    recipient: CampaignRecipient,
+    choice: CampaignTemplate,
+    origin: str,
+    decision: GateDecision,
+    now: dt.datetime,
+) -> None:
+    """Settle one recipient on the batch's gate decision; the caller saves the recipients."""
+    recipient.processed_at = now
+    if not decision.allowed:
+        recipient.status, recipient.reason = RecipientStatus.REFUSED, decision.reason or ""
+        return
     try:
-        # A savepoint per recipient: a refusal must not undo the batch's other sends.
+        # A savepoint per recipient: a failure must not undo the batch's other sends.
         with transaction.atomic():
             message = message_send(
                 contact=recipient.contact,
@@ -489,6 +548,7 @@ def _send_one(recipient: CampaignRecipient, choice: CampaignTemplate, origin: st
                 sender_kind=SenderKind.CAMPAIGN,
                 template_version=choice.template_version,
                 origin=origin,
+                decision=decision,
             )
     except SendRefused as refused:
         recipient.status, recipient.reason = RecipientStatus.REFUSED, refused.code
@@ -497,8 +557,6 @@ def _send_one(recipient: CampaignRecipient, choice: CampaignTemplate, origin: st
         recipient.status, recipient.reason = RecipientStatus.FAILED, error.code
     else:
         recipient.status, recipient.message = RecipientStatus.SENT, message
-    recipient.processed_at = now
-    recipient.save(update_fields=["status", "reason", "message", "processed_at"])
 
 
 @transaction.atomic
@@ -506,7 +564,8 @@ def campaign_send_batch(*, campaign_id: int, batch_size: int = BATCH_SIZE) -> Ba
     """Send one batch of pending recipients and schedule the next one, keeping to the throttle.
 
     Does nothing unless the campaign is running (pause and cancel act here). A version that
-    stopped being sendable stops the campaign with the reason.
+    stopped being sendable stops the campaign with the reason. The gate decides the whole
+    batch at once; refusals are recorded with the batch's outcomes in one bulk update.
     """
     campaign = Campaign.objects.select_for_update().filter(pk=campaign_id).first()
     if campaign is None or campaign.state != CampaignState.RUNNING:
@@ -525,10 +584,14 @@ def campaign_send_batch(*, campaign_id: int, batch_size: int = BATCH_SIZE) -> Ba
         .order_by("id")[:batch_size]
     )
     origin = f"campaign:{campaign.pk}"
-    outcomes = dict.fromkeys(RecipientStatus.values, 0)
-    for recipient in claimed:
-        _send_one(recipient, by_account[recipient.account_id], origin)
-        outcomes[recipient.status] += 1
+    now = timezone.now()
+    decisions = campaign_batch_decisions(claimed, templates, now)
+    for recipient, decision in zip(claimed, decisions, strict=True):
+        _send_one(recipient, by_account[recipient.account_id], origin, decision, now)
+    CampaignRecipient.objects.bulk_update(
+        claimed, ["status", "reason", "message", "processed_at"], batch_size=BATCH_SIZE
+    )
+    outcomes = Counter(recipient.status for recipient in claimed)
     Campaign.objects.filter(pk=campaign.pk).update(
         sent_count=F("sent_count") + outcomes[RecipientStatus.SENT],
         refused_count=F("refused_count") + outcomes[RecipientStatus.REFUSED],

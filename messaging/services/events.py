@@ -165,23 +165,28 @@ def event_publish(*, team_id: int, event_type: str, data: dict[str, Any]) -> int
     Rows are written in the caller's transaction (an event of a rolled-back change is never
     sent); delivery runs after commit. Returns the number of deliveries queued.
     """
+    return events_publish(team_id=team_id, event_type=event_type, data=[data])
+
+
+def events_publish(*, team_id: int, event_type: str, data: list[dict[str, Any]]) -> int:
+    """`event_publish` for several events of one type: the subscriptions are read once."""
     subscriptions = [
         subscription
         for subscription in WebhookSubscription.objects.filter(team_id=team_id, is_active=True)
         if subscription.wants(event_type)
     ]
-    if not subscriptions:
+    if not subscriptions or not data:
         return 0
     now = timezone.now()
-    payload = {"type": event_type, "timestamp": now.isoformat(), "data": data}
     deliveries = WebhookDelivery.objects.bulk_create(
         WebhookDelivery(
             subscription=subscription,
             event_id=f"msg_{uuid.uuid4().hex}",
             event_type=event_type,
-            payload=payload,
+            payload={"type": event_type, "timestamp": now.isoformat(), "data": item},
             next_attempt_at=now,
         )
+        for item in data
         for subscription in subscriptions
     )
     for delivery in deliveries:
@@ -230,20 +235,28 @@ def message_status_publish(*, message: Message) -> int:
     )
 
 
-def consent_changed_publish(*, event: ConsentEvent) -> int:
-    """A consent event was recorded: ids, purpose key, channel, action and the current status."""
-    return event_publish(
-        team_id=event.team_id,
-        event_type=EventType.CONSENT_CHANGED,
-        data={
-            "contact": event.contact_id,
-            "purpose": event.purpose.key,
-            "channel": event.channel,
-            "action": event.action,
-            "source": event.source,
-            "consent_event": event.pk,
-            "occurred_at": _iso(event.occurred_at),
-        },
+def consent_changed_publish(*, events: list[ConsentEvent]) -> int:
+    """Consent events were recorded: ids, purpose key, channel, action and source of each."""
+    teams = {event.team_id for event in events}
+    return sum(
+        events_publish(
+            team_id=team_id,
+            event_type=EventType.CONSENT_CHANGED,
+            data=[
+                {
+                    "contact": event.contact_id,
+                    "purpose": event.purpose.key,
+                    "channel": event.channel,
+                    "action": event.action,
+                    "source": event.source,
+                    "consent_event": event.pk,
+                    "occurred_at": _iso(event.occurred_at),
+                }
+                for event in events
+                if event.team_id == team_id
+            ],
+        )
+        for team_id in sorted(teams)
     )
 
 

@@ -18,12 +18,14 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
+import orjson
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet, TextField
+from django.db.models import F, Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.translation import gettext
@@ -31,8 +33,8 @@ from django.utils.translation import gettext_lazy as _
 
 from crm import selectors as crm_selectors
 from crm.errors import DomainError, PermissionRefused
-from crm.exports import csv_safe
-from crm.ledger import GENESIS_HASH, chain_hash, sha256_hex
+from crm.exports import FORMULA_PREFIXES, csv_safe
+from crm.ledger import GENESIS_HASH, canonical_json, sha256_hex
 from crm.models import Contact, Team
 from crm.privacy import SCRUBBED
 from messaging.models import (
@@ -42,7 +44,7 @@ from messaging.models import (
     ConversationExport,
     Message,
 )
-from messaging.services.ledger import actor_label, content_hash
+from messaging.services.ledger import actor_label
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -155,6 +157,13 @@ class _HashingFile:
         self.bytes += len(data)
         self.handle.write(data)
         return len(text)
+
+    def write_bytes(self, data: bytes, rows: int) -> None:
+        """`rows` whole lines, already UTF-8."""
+        self.digest.update(data)
+        self.bytes += len(data)
+        self.handle.write(data)
+        self.rows += rows
 
     def summary(self) -> dict[str, Any]:
         return {"sha256": self.digest.hexdigest(), "bytes": self.bytes, "rows": self.rows}
@@ -331,26 +340,151 @@ def _lookups(columns: Sequence[tuple[str, str, str]]) -> list[str]:
     return [lookup for _name, lookup, _kind in columns]
 
 
+def _lines_in_sql() -> bool:
+    """Whether the database spells the lines itself (PostgreSQL); elsewhere Python does.
+
+    Formatting each row in Python was nearly all of an export's cost. On PostgreSQL,
+    row_to_json and COPY's CSV format write the lines in _RowWriter's spelling, and this
+    process only hashes and writes what COPY sends: the files are byte-identical either way
+    (tests/messaging/test_exports_fast.py compares them).
+    """
+    return connection.vendor == "postgresql"
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_SQL_FORMULA_PREFIXES: Final = "(" + ", ".join(map(_sql_literal, FORMULA_PREFIXES)) + ")"
+
+
+def _sql_json_value(column: str, kind: str) -> str:
+    """The column as row_to_json must see it to write what _RowWriter writes."""
+    if kind == TIME:
+        # datetime.isoformat() of a UTC datetime: microseconds only when there are any.
+        spelled = f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+        return f"replace({spelled}, '.000000', '') || '+00:00'"
+    return column  # a JSON column stays jsonb (see _json_text): row_to_json embeds its text
+
+
+def _sql_csv_cell(column: str, kind: str) -> str:
+    """csv_safe() in SQL; an empty cell is NULL, so that COPY leaves it unquoted like csv."""
+    if kind == TIME:
+        return column  # the spelled timestamp: starts with a digit
+    text = column if kind == TEXT else f"{column}::text"
+    return (
+        f"nullif(CASE WHEN left({text}, 1) IN {_SQL_FORMULA_PREFIXES} "
+        f"THEN '''' || {text} ELSE {text} END, '')"
+    )
+
+
+def _copy_statements(
+    rows: QuerySet, columns: Sequence[tuple[str, str, str]]
+) -> tuple[str, str, Sequence[Any]]:
+    """COPY statements for the JSON Lines and the CSV rows of `rows`, and their parameters.
+
+    Each value is spelled as _RowWriter spells it: row_to_json writes the JSON object, COPY's
+    CSV format quotes cells exactly like csv.writer (QUOTE_MINIMAL).
+    """
+    inner, params = rows.query.get_compiler(using=rows.db).as_sql()
+    raw = [f"c{index}" for index in range(len(columns))]
+    lookups = _lookups(columns)
+    order = ", ".join(
+        f"exported.{raw[lookups.index(name.removeprefix('-'))]}"
+        + (" DESC" if name.startswith("-") else "")
+        for name in rows.query.order_by
+    )
+    values = ", ".join(
+        f"{_sql_json_value(column, kind)} AS {connection.ops.quote_name(name)}"
+        for column, (name, _lookup, kind) in zip(raw, columns, strict=True)
+    )
+    spelled = f"SELECT {values} FROM ({inner}) AS exported ({', '.join(raw)}) ORDER BY {order}"  # noqa: S608
+    names = [connection.ops.quote_name(name) for name, _lookup, _kind in columns]
+    cells = ", ".join(
+        _sql_csv_cell(f"line.{name}", kind)
+        for name, (_name, _lookup, kind) in zip(names, columns, strict=True)
+    )
+    # Formatted in: the ORM's query, constant column names and literals (none holds a "%").
+    jsonl = f"COPY (SELECT row_to_json(line) FROM ({spelled}) AS line) TO STDOUT"  # noqa: S608
+    csv_rows = f"COPY (SELECT {cells} FROM ({spelled}) AS line) TO STDOUT (FORMAT csv)"  # noqa: S608
+    return jsonl, csv_rows, params
+
+
+def _copy_out(statement: str, params: Sequence[Any]) -> Iterator[list[bytes]]:
+    """The rows a COPY … TO STDOUT sends (one line each, ending in "\\n"), in chunks."""
+    with connection.cursor() as cursor, cursor.cursor.copy(statement, params) as copy:
+        chunk: list[bytes] = []
+        for row in copy:
+            chunk.append(bytes(row))
+            if len(chunk) == CHUNK_SIZE:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+def _copy_tables(
+    rows: QuerySet,
+    columns: Sequence[tuple[str, str, str]],
+    writer: _RowWriter,
+    progress: Callable[[int], None],
+) -> None:
+    """Let PostgreSQL write both files' rows: one pass for JSON Lines, one for CSV."""
+    try:
+        jsonl, csv_rows, params = _copy_statements(rows, columns)
+    except EmptyResultSet:  # a filter that cannot match, e.g. no team in scope
+        return
+    for chunk in _copy_out(jsonl, params):
+        # COPY's text format doubles each backslash (JSON holds no other character it escapes).
+        writer.jsonl.write_bytes(b"".join(chunk).replace(b"\\\\", b"\\"), len(chunk))
+        progress(len(chunk))
+    for chunk in _copy_out(csv_rows, params):
+        # csv.writer ends a row with "\r\n", COPY with "\n" (a line break in a cell is quoted).
+        writer.csv_file.write_bytes(b"\r\n".join(row[:-1] for row in chunk) + b"\r\n", len(chunk))
+
+
+def _json_text(field_name: str) -> Cast | F:
+    """A JSON field as _RowWriter writes it: the database's JSON text. The SQL path keeps
+    the jsonb value, which row_to_json and ::text write as that same text."""
+    return F(field_name) if _lines_in_sql() else Cast(field_name, TextField())
+
+
+def _write_rows(
+    rows: QuerySet,
+    columns: Sequence[tuple[str, str, str]],
+    writer: _RowWriter,
+    progress: Callable[[int], None],
+    heads: _HeadSpool | None = None,
+) -> int:
+    """Write `rows` to both files; with `heads`, note each conversation's chain head."""
+    if _lines_in_sql():
+        _copy_tables(rows, columns, writer, progress)
+        return writer.jsonl.rows
+    for row in rows.iterator(chunk_size=CHUNK_SIZE):
+        writer.write(row)
+        if heads is not None:
+            heads.see(row[0], row[1], row[-1])
+        if writer.jsonl.rows % CHUNK_SIZE == 0:
+            progress(CHUNK_SIZE)
+    progress(writer.jsonl.rows % CHUNK_SIZE)
+    if heads is not None:
+        heads.flush()
+    return writer.jsonl.rows
+
+
 def _write_messages(
     selection: _Selection, writer: _RowWriter, progress: Callable[[int], None]
 ) -> int:
     rows = (
         selection.messages()
         .annotate(
-            variables_json=Cast("variables", TextField()),
-            gate_decision_json=Cast("gate_decision", TextField()),
+            variables_json=_json_text("variables"),
+            gate_decision_json=_json_text("gate_decision"),
         )
         .order_by("conversation_id", "id")
         .values_list(*_lookups(MESSAGE_COLUMNS))
     )
-    count = 0
-    for row in rows.iterator(chunk_size=CHUNK_SIZE):
-        writer.write(row)
-        count += 1
-        if count % CHUNK_SIZE == 0:
-            progress(CHUNK_SIZE)
-    progress(count % CHUNK_SIZE)
-    return count
+    return _write_rows(rows, MESSAGE_COLUMNS, writer, progress)
 
 
 class _HeadSpool:
@@ -363,6 +497,20 @@ class _HeadSpool:
     def __init__(self) -> None:
         self.file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self.count = 0
+        self.last: tuple[int, int, str] | None = None
+
+    def see(self, conversation: int, sequence: int, digest: str) -> None:
+        """One event, in (conversation, sequence) order: the one before a new conversation
+        was the previous conversation's head."""
+        if self.last is not None and self.last[0] != conversation:
+            self.add(*self.last)
+        self.last = (conversation, sequence, digest)
+
+    def flush(self) -> None:
+        """The last conversation's head (after the last event)."""
+        if self.last is not None:
+            self.add(*self.last)
+            self.last = None
 
     def add(self, conversation: int, sequence: int, digest: str) -> None:
         head = json.dumps({"sequence": sequence, "hash": digest})
@@ -384,26 +532,23 @@ def _write_events(
     progress: Callable[[int], None],
     heads: _HeadSpool,
 ) -> int:
+    events = ConversationEvent.objects.filter(conversation_id__in=selection.conversation_ids())
     rows = (
-        ConversationEvent.objects.filter(conversation_id__in=selection.conversation_ids())
-        .annotate(data_json=Cast("data", TextField()))
+        events.annotate(data_json=_json_text("data"))
         .order_by("conversation_id", "sequence")
         .values_list(*_lookups(EVENT_COLUMNS))
     )
-    count = 0
-    last: Sequence[Any] | None = None
-    for row in rows.iterator(chunk_size=CHUNK_SIZE):
-        writer.write(row)
-        # Ordered by (conversation, sequence): a conversation's last row is its chain head.
-        if last is not None and last[0] != row[0]:
-            heads.add(last[0], last[1], last[-1])
-        last = row
-        count += 1
-        if count % CHUNK_SIZE == 0:
-            progress(CHUNK_SIZE)
-    if last is not None:
-        heads.add(last[0], last[1], last[-1])
-    progress(count % CHUNK_SIZE)
+    if not _lines_in_sql():
+        return _write_rows(rows, EVENT_COLUMNS, writer, progress, heads)
+    count = _write_rows(rows, EVENT_COLUMNS, writer, progress)
+    # The database wrote the rows; each conversation's last event comes from its index.
+    last_events = (
+        events.order_by("conversation_id", "-sequence")
+        .distinct("conversation_id")
+        .values_list("conversation_id", "sequence", "hash")
+    )
+    for conversation, sequence, digest in last_events.iterator(chunk_size=CHUNK_SIZE):
+        heads.add(conversation, sequence, digest)
     return count
 
 
@@ -510,14 +655,47 @@ def _remove_partial(out_dir: Path, created: bool) -> None:
 
 
 _decode_json = json.JSONDecoder().decode  # one decoder for every line
+READ_BLOCK: Final = 1 << 22
 
 
 class _Mismatch(Exception):
     """The first difference found; its text is the verifier's answer."""
 
 
+# One line of a JSON Lines file: (line number, object, whether orjson spells it exactly).
+_Line = tuple[int, dict[str, Any], bool]
+
+
+def _canonical(payload: dict[str, Any], exact: bool) -> bytes:
+    """crm.ledger.canonical_json(payload), with orjson where it writes the very same bytes.
+
+    orjson sorts keys and escapes strings exactly like json.dumps(ensure_ascii=False); it
+    differs only on floats and integers beyond 64 bits (lines holding any are read by json
+    and not `exact`) and refuses lone surrogates. Then canonical_json spells the payload.
+    """
+    if exact:
+        try:
+            return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass
+    return canonical_json(payload)
+
+
+def _chain_hash(previous_hash: str, payload: dict[str, Any], exact: bool) -> str:
+    """crm.ledger.chain_hash, through _canonical."""
+    return hashlib.sha256(
+        previous_hash.encode("ascii") + b"\n" + _canonical(payload, exact)
+    ).hexdigest()
+
+
+def _content_hash(subject: Any, body: Any, variables: Any, exact: bool) -> str:
+    """messaging.services.ledger.content_hash, through _canonical."""
+    payload = {"subject": subject, "body": body, "variables": variables}
+    return hashlib.sha256(_canonical(payload, exact)).hexdigest()
+
+
 class _JsonlReader:
-    """Streams a JSON Lines file as (line number, object), hashing the bytes as it reads."""
+    """Streams a JSON Lines file as _Lines, hashing the bytes as it reads (in large blocks)."""
 
     def __init__(self, directory: Path, name: str) -> None:
         self.path = directory / name
@@ -528,30 +706,54 @@ class _JsonlReader:
         if not self.path.is_file():
             raise _Mismatch(gettext("%(file)s: missing.") % {"file": name})
 
-    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def __iter__(self) -> Iterator[_Line]:
         with self.path.open("rb") as handle:
-            for raw in handle:
-                self.digest.update(raw)
-                self.bytes += len(raw)
-                self.rows += 1
-                try:
-                    row = _decode_json(raw.decode("utf-8"))
-                except ValueError:  # also UnicodeDecodeError
-                    row = None
-                if not isinstance(row, dict):
-                    raise _Mismatch(
-                        gettext("%(file)s line %(line)d: not a JSON object.")
-                        % {"file": self.name, "line": self.rows}
-                    )
-                yield self.rows, row
+            rest = b""
+            while block := handle.read(READ_BLOCK):
+                self.digest.update(block)
+                self.bytes += len(block)
+                lines = (rest + block).split(b"\n")
+                rest = lines.pop()  # the start of a line the next block ends
+                for raw in lines:
+                    yield self._parsed(raw)
+            if rest:
+                yield self._parsed(rest)
+
+    def _parsed(self, raw: bytes) -> _Line:
+        self.rows += 1
+        try:
+            row = orjson.loads(raw)
+            # orjson reads an integer beyond 64 bits as a float, and spells floats its own way.
+            exact = isinstance(row, dict) and not _holds_float(row)
+        except orjson.JSONDecodeError:  # json may still read it (a lone surrogate, NaN)
+            exact = False
+        if not exact:
+            try:
+                row = _decode_json(raw.decode("utf-8"))
+            except ValueError:  # also UnicodeDecodeError
+                row = None
+        if not isinstance(row, dict):
+            raise _Mismatch(
+                gettext("%(file)s line %(line)d: not a JSON object.")
+                % {"file": self.name, "line": self.rows}
+            )
+        return self.rows, row, exact
+
+
+def _holds_float(value: dict[str, Any] | list[Any]) -> bool:
+    for item in value.values() if type(value) is dict else value:
+        kind = type(item)
+        if kind is float or ((kind is dict or kind is list) and _holds_float(item)):
+            return True
+    return False
 
 
 class _Lookahead:
     """An iterator whose next item can be looked at without taking it."""
 
-    def __init__(self, items: Iterator[tuple[int, dict[str, Any]]]) -> None:
+    def __init__(self, items: Iterator[_Line]) -> None:
         self.items = items
-        self.next: tuple[int, dict[str, Any]] | None = None
+        self.next: _Line | None = None
         self.advance()
 
     def advance(self) -> None:
@@ -600,7 +802,13 @@ def _where(line: int, conversation: Any, sequence: Any = None) -> str:
     }
 
 
-def _event_check(chain: _Chain, line: int, event: dict[str, Any]) -> None:
+@lru_cache(maxsize=16)
+def _parse_time(text: str) -> dt.datetime:
+    """datetime.fromisoformat; an event's two times are mostly equal, and its message's near."""
+    return dt.datetime.fromisoformat(text)
+
+
+def _event_check(chain: _Chain, line: int, event: dict[str, Any], exact: bool) -> None:
     sequence = event.get("sequence")
     # Described only when something is wrong: formatting per event would cost more than hashing.
     where = partial(_where, line, chain.conversation, sequence)
@@ -622,15 +830,15 @@ def _event_check(chain: _Chain, line: int, event: dict[str, Any]) -> None:
             message_id=event["message"],
             actor_label=event["actor_label"],
             data=event["data"],
-            occurred_at=dt.datetime.fromisoformat(event["occurred_at"]),
-            recorded_at=dt.datetime.fromisoformat(event["recorded_at"]),
+            occurred_at=_parse_time(event["occurred_at"]),
+            recorded_at=_parse_time(event["recorded_at"]),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise _Mismatch(
             gettext("%(where)s: malformed event (%(error)s).") % {"where": where(), "error": error}
         ) from error
     payload = ConversationEvent.chain_payload(stand_in)  # type: ignore[arg-type]
-    if chain_hash(chain.head, payload) != event.get("hash"):
+    if _chain_hash(chain.head, payload, exact) != event.get("hash"):
         raise _Mismatch(
             gettext("%(where)s: hash does not match the event's content.") % {"where": where()}
         )
@@ -674,7 +882,9 @@ def _message_where(line: int, message: dict[str, Any]) -> str:
     }
 
 
-def _message_check(chain: _Chain, line: int, message: dict[str, Any], last_id: int) -> int:
+def _message_check(
+    chain: _Chain, line: int, message: dict[str, Any], exact: bool, last_id: int
+) -> int:
     where = partial(_message_where, line, message)
     message_id = message.get("id")
     if not isinstance(message_id, int) or message_id <= last_id:
@@ -704,7 +914,7 @@ def _message_check(chain: _Chain, line: int, message: dict[str, Any], last_id: i
         return message_id
     if not isinstance(subject, str) or not isinstance(body, str) or not isinstance(variables, dict):
         raise _Mismatch(gettext("%(where)s: malformed message.") % {"where": where()})
-    if content_hash(subject=subject, body=body, variables=variables) != message["body_hash"]:
+    if _content_hash(subject, body, variables, exact) != message["body_hash"]:
         raise _Mismatch(
             gettext("%(where)s: subject, body and variables do not match body_hash.")
             % {"where": where()}
@@ -716,7 +926,7 @@ def _messages_of(chain: _Chain, messages: _Lookahead) -> None:
     """Check the messages of `chain`'s conversation (the next ones in messages.jsonl)."""
     last_id = 0
     while messages.next is not None:
-        line, message = messages.next
+        line, message, exact = messages.next
         conversation = message.get("conversation")
         if not isinstance(conversation, int) or conversation < chain.conversation:
             raise _Mismatch(
@@ -725,7 +935,7 @@ def _messages_of(chain: _Chain, messages: _Lookahead) -> None:
             )
         if conversation > chain.conversation:
             break
-        last_id = _message_check(chain, line, message, last_id)
+        last_id = _message_check(chain, line, message, exact, last_id)
         messages.advance()
 
 
@@ -739,7 +949,7 @@ def _walk(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     messages = _Lookahead(iter(message_reader))
     chain: _Chain | None = None
     conversations = 0
-    for line, event in event_reader:
+    for line, event, exact in event_reader:
         conversation = event.get("conversation")
         if chain is None or conversation != chain.conversation:
             if chain is not None:
@@ -754,12 +964,12 @@ def _walk(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
                 )
             chain = _Chain(conversation)
             conversations += 1
-        _event_check(chain, line, event)
+        _event_check(chain, line, event, exact)
     if chain is not None:
         _head_check(chain, heads)
         _messages_of(chain, messages)
     if messages.next is not None:
-        line, message = messages.next
+        line, message, _exact = messages.next
         raise _Mismatch(
             gettext("%(where)s: no events of this conversation in %(file)s.")
             % {"where": _message_where(line, message), "file": EVENTS_JSONL}

@@ -4,23 +4,28 @@ Every outbound path (API, admin, campaigns, automation, double opt-in, agents) r
 through `message_send`, and the delivery worker asks it again when it claims a queued message,
 so a STOP received mid-campaign stops the rest. The decision and the inputs it saw are stored
 on the message (`Message.gate_decision`).
+
+The rules are one pure function of the request and the facts read for it. The facts are read
+for a whole batch of requests in a constant number of queries (`send_gate_evaluate_many`, what
+campaign batches use); a single decision is a batch of one, so both forms apply the same rules.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from django.db.models import Q
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from approvals import selectors as approval_selectors
-from approvals.models import TemplateVersion
-from consent.models import Consent, ConsentStatus, Purpose
-from consent.services import is_suppressed
+from approvals.models import MessageTemplate, TemplateVersion
+from consent.models import Consent, ConsentStatus, Purpose, Suppression
 from crm.hashing import address_hash
 from crm.models import Channel, Contact, ContactPoint
 from messaging.models import (
@@ -80,6 +85,8 @@ class GateDecision:
     decided_at: dt.datetime | None = None
     checks: list[str] = field(default_factory=list)
     inputs: dict[str, Any] = field(default_factory=dict)
+    # The request this decision answers, so a caller handed a decision can check it is its own.
+    request: SendRequest | None = field(default=None, compare=False, repr=False)
 
     @property
     def message(self) -> str:
@@ -119,21 +126,226 @@ class SendRequest:
             return None
         return self.template_version.template.purpose
 
+    @property
+    def question(self) -> tuple[Any, ...]:
+        """What the answer depends on besides time: equal questions get equal decisions."""
+        version = self.template_version
+        # The conversation matters only for free text (the service window).
+        conversation = self.conversation.pk if self.conversation and version is None else None
+        return (
+            self.contact.pk,
+            self.account.pk,
+            version.pk if version else None,
+            conversation,
+            self.address or None,
+            self.opt_in_confirmation,
+            self.message_id,
+        )
+
+
+def _primary_point(contact: Contact | OuterRef, channel: str) -> QuerySet[ContactPoint]:
+    return ContactPoint.objects.filter(contact=contact, channel=channel).order_by(
+        "-is_primary", "id"
+    )
+
 
 def primary_address(contact: Contact, channel: str) -> str | None:
-    return (
-        ContactPoint.objects.filter(contact=contact, channel=channel)
-        .order_by("-is_primary", "id")
-        .values_list("address", flat=True)
-        .first()
+    return _primary_point(contact, channel).values_list("address", flat=True).first()
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the rules read from the database about one request."""
+
+    address: str | None = None
+    address_hash: str = ""
+    suppressed: bool = False
+    # The current grant for the request's purpose and channel (values), if any.
+    consent: dict[str, Any] | None = None
+    # Counted outbound messages of the contact for the purpose in the cap period.
+    recent_messages: int = 0
+
+
+def _loaded_version(version: TemplateVersion) -> bool:
+    """True when the rules can read the version's template and purpose without a query."""
+    if not TemplateVersion.template.is_cached(version):
+        return False
+    template = version.template
+    return template.purpose_id is None or MessageTemplate.purpose.is_cached(template)
+
+
+def _with_loaded_versions(requests: Sequence[SendRequest]) -> list[SendRequest]:
+    """The requests with template, purpose loaded for every version (one query at most)."""
+    missing = {
+        request.template_version.pk
+        for request in requests
+        if request.template_version is not None and not _loaded_version(request.template_version)
+    }
+    if not missing:
+        return list(requests)
+    loaded = TemplateVersion.objects.select_related("template", "template__purpose").in_bulk(
+        missing
     )
+    return [
+        replace(request, template_version=loaded[request.template_version.pk])
+        if request.template_version is not None and request.template_version.pk in missing
+        else request
+        for request in requests
+    ]
+
+
+def _frequency_capped(request: SendRequest) -> Purpose | None:
+    purpose = request.purpose
+    return purpose if purpose is not None and purpose.frequency_cap else None
+
+
+def _needs_consent(request: SendRequest) -> bool:
+    return request.purpose is not None and not request.opt_in_confirmation
+
+
+def _cap_since(purpose: Purpose, at: dt.datetime) -> dt.datetime:
+    return at - dt.timedelta(hours=purpose.frequency_period_hours)
+
+
+def _counted_messages() -> QuerySet[Message]:
+    return Message.objects.filter(direction=Direction.OUTBOUND, status__in=COUNTED_STATUSES)
+
+
+# What the gate records of a grant.
+_CONSENT_FIELDS: Final = ("pk", "last_event_id", "since", "valid_until")
+
+
+def _contact_columns(requests: Sequence[SendRequest], at: dt.datetime) -> dict[str, Any]:
+    """Per contact: primary address, its hash and suppression per channel, current grant per
+    purpose and channel, counted messages per capped purpose. The columns grow with the
+    channels and purposes of a batch, never with its length."""
+    columns: dict[str, Any] = {}
+    for channel in {r.account.channel for r in requests if not r.address}:
+        columns[f"address_{channel}"] = Subquery(
+            _primary_point(OuterRef("pk"), channel).values("address")[:1]
+        )
+        # ContactPoint.address_hash is address_hash(address), kept so by every writer.
+        point_hash = _primary_point(OuterRef(OuterRef("pk")), channel).values("address_hash")
+        columns[f"suppressed_{channel}"] = Exists(
+            Suppression.objects.filter(address_hash=Subquery(point_hash[:1]))
+        )
+    for purpose_id, channel in {
+        (r.purpose.pk, r.account.channel) for r in requests if _needs_consent(r)
+    }:
+        grant = Consent.objects.filter(
+            Q(valid_until__isnull=True) | Q(valid_until__gt=at),
+            contact=OuterRef("pk"),
+            purpose_id=purpose_id,
+            channel=channel,
+            status=ConsentStatus.GRANTED,
+        )
+        for name in _CONSENT_FIELDS:
+            columns[f"consent_{purpose_id}_{channel}_{name}"] = Subquery(grant.values(name)[:1])
+    for purpose in {p for p in map(_frequency_capped, requests) if p is not None}:
+        sent = (
+            _counted_messages()
+            .filter(
+                contact=OuterRef("pk"), purpose=purpose, created_at__gte=_cap_since(purpose, at)
+            )
+            .order_by()
+            .values("contact")
+            .annotate(sent=Count("pk"))
+            .values("sent")
+        )
+        columns[f"sent_{purpose.pk}"] = Coalesce(Subquery(sent), 0)
+    return columns
+
+
+def _contact_facts(requests: Sequence[SendRequest], at: dt.datetime) -> dict[int, dict[str, Any]]:
+    """Contact id -> its columns (see _contact_columns), in one query."""
+    columns = _contact_columns(requests, at)
+    if not columns:
+        return {}
+    rows = (
+        Contact.objects.filter(pk__in={r.contact.pk for r in requests})
+        .order_by()
+        .annotate(**columns)
+        .values("pk", *columns)
+    )
+    return {row["pk"]: row for row in rows}
+
+
+def _suppressed(hashes: set[str]) -> set[str]:
+    """Which of `hashes` (of addresses the requests name) are suppressed."""
+    if not hashes:
+        return set()
+    return set(
+        Suppression.objects.filter(address_hash__in=hashes).values_list("address_hash", flat=True)
+    )
+
+
+def _counted_self(requests: Sequence[SendRequest], at: dt.datetime) -> set[int]:
+    """Requests' own messages (delivery re-checks) that count against their request's cap."""
+    own = {
+        r.message_id: r
+        for r in requests
+        if r.message_id is not None and _frequency_capped(r) is not None
+    }
+    if not own:
+        return set()
+    rows = (
+        _counted_messages()
+        .filter(pk__in=own)
+        .values_list("pk", "contact_id", "purpose_id", "created_at")
+    )
+    return {
+        pk
+        for pk, contact_id, purpose_id, created_at in rows
+        if (contact_id, purpose_id) == (own[pk].contact.pk, own[pk].purpose.pk)
+        and created_at >= _cap_since(own[pk].purpose, at)
+    }
+
+
+def _facts(requests: Sequence[SendRequest], at: dt.datetime) -> list[_Facts]:
+    """Everything the rules read, for all requests, in a constant number of queries: one,
+    plus one for addresses named in requests and one for delivery re-checks of capped
+    messages."""
+    by_contact = _contact_facts(requests, at)
+    named = {address_hash(r.address) for r in requests if r.address}
+    suppressed = _suppressed(named)
+    counted_self = _counted_self(requests, at)
+    facts = []
+    for request in requests:
+        row = by_contact.get(request.contact.pk, {})
+        channel = request.account.channel
+        if request.address:
+            address = request.address
+            hashed = address_hash(address)
+            is_suppressed = hashed in suppressed
+        else:
+            address = row.get(f"address_{channel}")
+            hashed = address_hash(address) if address else ""
+            is_suppressed = bool(row.get(f"suppressed_{channel}"))
+        consent = None
+        if _needs_consent(request):
+            prefix = f"consent_{request.purpose.pk}_{channel}_"
+            if row.get(prefix + "pk") is not None:
+                consent = {name: row[prefix + name] for name in _CONSENT_FIELDS}
+        capped = _frequency_capped(request)
+        recent = row.get(f"sent_{capped.pk}", 0) if capped else 0
+        facts.append(
+            _Facts(
+                address=address,
+                address_hash=hashed,
+                suppressed=is_suppressed,
+                consent=consent,
+                recent_messages=recent - (request.message_id in counted_self),
+            )
+        )
+    return facts
 
 
 class _Evaluation:
     """Runs the checks in the order the rules give and collects what each one saw."""
 
-    def __init__(self, request: SendRequest, at: dt.datetime) -> None:
+    def __init__(self, request: SendRequest, facts: _Facts, at: dt.datetime) -> None:
         self.request = request
+        self.facts = facts
         self.at = at
         self.checks: list[str] = []
         self.inputs: dict[str, Any] = {}
@@ -145,6 +357,7 @@ class _Evaluation:
             decided_at=self.at,
             checks=self.checks,
             inputs=self.inputs,
+            request=self.request,
         )
 
     def run(self) -> GateDecision:
@@ -176,6 +389,7 @@ class _Evaluation:
             decided_at=self.at,
             checks=self.checks,
             inputs=self.inputs,
+            request=request,
         )
 
     def _account(self) -> str | None:
@@ -200,13 +414,10 @@ class _Evaluation:
 
     def _address(self) -> str | None:
         self.checks.append("suppression")
-        address = self.request.address or primary_address(
-            self.request.contact, self.request.account.channel
-        )
-        if not address:
+        if not self.facts.address:
             return NO_ADDRESS
-        self.inputs["address_hash"] = address_hash(address)
-        if is_suppressed(address):
+        self.inputs["address_hash"] = self.facts.address_hash
+        if self.facts.suppressed:
             return SUPPRESSED
         return None
 
@@ -216,17 +427,7 @@ class _Evaluation:
             self.inputs["consent"] = "opt_in_confirmation" if purpose else "not_required"
             return None
         self.checks.append("consent")
-        consent = (
-            Consent.objects.filter(
-                contact=self.request.contact,
-                purpose=purpose,
-                channel=self.request.account.channel,
-                status=ConsentStatus.GRANTED,
-            )
-            .filter(Q(valid_until__isnull=True) | Q(valid_until__gt=self.at))
-            .values("pk", "last_event_id", "since", "valid_until")
-            .first()
-        )
+        consent = self.facts.consent
         if consent is None:
             return NO_CONSENT
         self.inputs["consent"] = {
@@ -265,17 +466,7 @@ class _Evaluation:
         if purpose is None or not purpose.frequency_cap:
             return None
         self.checks.append("frequency_cap")
-        since = self.at - dt.timedelta(hours=purpose.frequency_period_hours)
-        recent = Message.objects.filter(
-            contact=self.request.contact,
-            purpose=purpose,
-            direction=Direction.OUTBOUND,
-            created_at__gte=since,
-            status__in=COUNTED_STATUSES,
-        )
-        if self.request.message_id is not None:
-            recent = recent.exclude(pk=self.request.message_id)
-        count = recent.count()
+        count = self.facts.recent_messages
         self.inputs["frequency"] = {
             "sent": count,
             "cap": purpose.frequency_cap,
@@ -309,4 +500,22 @@ def send_gate_evaluate(request: SendRequest, *, at: dt.datetime | None = None) -
     purpose on the channel (not for service messages and opt-in confirmations), template
     sendable, service window for free text, frequency cap; quiet hours defer, never refuse.
     """
-    return _Evaluation(request, at or timezone.now()).run()
+    return send_gate_evaluate_many([request], at=at)[0]
+
+
+def send_gate_evaluate_many(
+    requests: Sequence[SendRequest], *, at: dt.datetime | None = None
+) -> list[GateDecision]:
+    """The decisions for `requests` (in order) at `at`, reading the facts in a constant number
+    of queries whatever the batch size; each decision is what send_gate_evaluate would say.
+
+    All requests are judged on the same snapshot: a message accepted for one request of the
+    batch does not count against another's frequency cap (campaign batches hold each contact
+    once).
+    """
+    at = at or timezone.now()
+    requests = _with_loaded_versions(requests)
+    return [
+        _Evaluation(request, facts, at).run()
+        for request, facts in zip(requests, _facts(requests, at), strict=True)
+    ]

@@ -1,6 +1,9 @@
 """Receiving: inbound messages, delivery receipts and provider events from verified webhooks.
 
-The webhook views verify and parse a request and hand the WebhookBatch to
+The WhatsApp webhook view verifies a request and stores its raw body in the webhook inbox
+(`inbound_webhook_accept`, one INSERT) before it answers; a Celery task then applies it
+(`inbound_webhook_process`), and a periodic sweep queues again rows whose task was lost. The
+Twilio view still parses and applies its request at once. Both hand the WebhookBatch to
 `webhook_batch_process`. Every item runs in its own transaction (a savepoint inside an outer
 one), so one broken item neither undoes nor blocks the others; the view keeps the raw body in
 quarantine when an item failed and still answers 200, because a provider retries a failed
@@ -9,16 +12,20 @@ request for days and the good items are already stored (and deduplicated on a re
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Final
 
-from django.db import IntegrityError, transaction
-from django.utils import translation
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone, translation
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from approvals.errors import ProviderStatusInvalid
 from approvals.services import template_provider_status_update
@@ -32,6 +39,8 @@ from messaging.errors import SendRefused
 from messaging.models import (
     ChannelAccount,
     Direction,
+    InboundWebhook,
+    InboxStatus,
     Message,
     MessageKind,
     MessageStatus,
@@ -51,7 +60,9 @@ from messaging.webhooks.events import (
     TemplateQualityEvent,
     TemplateStatusEvent,
     WebhookBatch,
+    WebhookPayloadInvalid,
 )
+from messaging.webhooks.whatsapp import parse_whatsapp_body
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +72,16 @@ TEXT_KINDS: Final = frozenset({"text", "button", "interactive"})
 # Meta writes "NONE" when a template event has no reason; we store no reason then.
 NO_REASON: Final = "NONE"
 FIRST_NAME_MAX: Final = 100
+# A pending inbox row nobody tried for this long lost its task (broker outage, worker killed
+# mid-way); the sweep queues it again. Far above a normal queue wait, so it rarely races.
+INBOX_RETRY_AFTER: Final = timedelta(minutes=5)
+# After this many tries the body goes to quarantine instead of being retried for ever.
+INBOX_MAX_ATTEMPTS: Final = 5
+INBOX_SWEEP_BATCH: Final = 1000
+# How each provider's stored body becomes a WebhookBatch (only WhatsApp goes via the inbox).
+INBOX_PARSERS: Final[dict[str, Callable[[bytes], WebhookBatch]]] = {
+    "whatsapp_cloud": parse_whatsapp_body
+}
 
 
 class WebhookMisrouted(DomainError):
@@ -353,3 +374,127 @@ def webhook_payload_quarantine(
         content_type=content_type[:120],
         error="\n".join(errors),
     )
+
+
+def inbound_webhook_accept(
+    *, account: ChannelAccount, body: bytes, content_type: str
+) -> int | None:
+    """Store a verified request body in the webhook inbox and queue its processing.
+
+    One statement, so the provider gets its answer after a single commit. Returns the new row's
+    id, or None when this account already received exactly these bytes (a provider's retry):
+    that row is processed, queued or left to the sweep, never applied twice.
+    """
+    table = InboundWebhook._meta.db_table
+    # INSERT … ON CONFLICT DO NOTHING RETURNING (PostgreSQL and SQLite alike): the ORM would
+    # need an exception and a savepoint for the duplicate case.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} "  # noqa: S608 - the table name is our own model's
+            "(account_id, body, body_sha256, content_type, status, attempts, received_at) "
+            "VALUES (%s, %s, %s, %s, %s, 0, %s) "
+            "ON CONFLICT (account_id, body_sha256) DO NOTHING RETURNING id",
+            [
+                account.pk,
+                body.decode("utf-8"),
+                hashlib.sha256(body).hexdigest(),
+                content_type[:120],
+                InboxStatus.PENDING,
+                timezone.now(),
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    transaction.on_commit(partial(_inbound_webhook_dispatch, row[0]))
+    return row[0]
+
+
+def _inbound_webhook_dispatch(webhook_id: int) -> None:
+    from messaging.tasks import process_inbound_webhook
+
+    try:
+        process_inbound_webhook.delay(webhook_id)
+    except (KombuOperationalError, OSError):
+        # The row is committed and the provider answered: the sweep queues it later.
+        logger.warning("inbound webhook %s: broker unavailable, left to the sweep", webhook_id)
+
+
+def _inbox_claim(webhook_id: int) -> bool:
+    """Count the attempt in its own commit, so a crash that undoes the work still counts."""
+    return bool(
+        InboundWebhook.objects.filter(pk=webhook_id, status=InboxStatus.PENDING).update(
+            attempts=F("attempts") + 1, attempted_at=timezone.now()
+        )
+    )
+
+
+def _inbox_quarantine(webhook: InboundWebhook, errors: list[str]) -> None:
+    webhook_payload_quarantine(
+        account=webhook.account,
+        body=webhook.body.encode("utf-8"),
+        content_type=webhook.content_type,
+        errors=errors,
+    )
+
+
+def inbound_webhook_process(*, webhook_id: int) -> str:
+    """Apply one inbox row with `webhook_batch_process`, exactly as the view used to.
+
+    Returns "processed", "quarantined" (some items failed: the body is in quarantine, as
+    before) or "skipped" (already done, or another worker holds it). The work and the row's
+    new status commit together: a crash half-way leaves the row pending for a retry, and the
+    items already stored are recognised by their provider ids then.
+    """
+    if not _inbox_claim(webhook_id):
+        return "skipped"
+    with transaction.atomic():
+        webhook = (
+            InboundWebhook.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("account__team")
+            .filter(pk=webhook_id, status=InboxStatus.PENDING)
+            .first()
+        )
+        if webhook is None:
+            return "skipped"
+        try:
+            batch = INBOX_PARSERS[webhook.account.provider](webhook.body.encode("utf-8"))
+        except WebhookPayloadInvalid as exc:
+            # The view parsed it before storing; only a changed parser can get here.
+            errors = [f"payload: {exc.message}"]
+        else:
+            errors = webhook_batch_process(account=webhook.account, batch=batch).errors
+        if errors:
+            _inbox_quarantine(webhook, errors)
+        webhook.status = InboxStatus.FAILED if errors else InboxStatus.PROCESSED
+        webhook.processed_at = timezone.now()
+        webhook.save(update_fields=["status", "processed_at"])
+    return "quarantined" if errors else "processed"
+
+
+@transaction.atomic
+def inbound_webhooks_claim_lost(*, now: datetime | None = None) -> list[int]:
+    """Pending inbox rows whose task was lost or crashed: their ids, to be queued again.
+
+    Rows that used up INBOX_MAX_ATTEMPTS go to quarantine (status failed) instead.
+    """
+    cutoff = (now or timezone.now()) - INBOX_RETRY_AFTER
+    lost = list(
+        InboundWebhook.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("account")
+        .filter(status=InboxStatus.PENDING, received_at__lt=cutoff)
+        .filter(Q(attempted_at__isnull=True) | Q(attempted_at__lt=cutoff))
+        .order_by("received_at")[:INBOX_SWEEP_BATCH]
+    )
+    retry = []
+    for webhook in lost:
+        if webhook.attempts < INBOX_MAX_ATTEMPTS:
+            retry.append(webhook.pk)
+            continue
+        logger.error("inbound webhook %s: gave up after %s attempts", webhook.pk, webhook.attempts)
+        _inbox_quarantine(
+            webhook, [gettext("Processing failed %(count)s times.") % {"count": webhook.attempts}]
+        )
+        webhook.status = InboxStatus.FAILED
+        webhook.save(update_fields=["status"])
+    return retry

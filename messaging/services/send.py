@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 TEXT_MAX_CHARS: Final = 4096
 SEND_PERM: Final = "messaging.add_message"
+# How old a decision handed to message_send may be. Delivery asks the gate again when it
+# claims the message, so a consent withdrawn since then still stops it.
+DECISION_MAX_AGE: Final = dt.timedelta(minutes=5)
 
 
 def _ensure_may_send(actor: AbstractBaseUser | None, contact: Contact) -> None:
@@ -123,12 +126,15 @@ def message_send(
     address: str | None = None,
     opt_in_confirmation: bool = False,
     origin: str = "",
+    decision: GateDecision | None = None,
 ) -> Message:
     """Ask the send gate and, if it allows, accept the message for delivery.
 
     Every outbound path calls this. Refused: raises SendRefused (nothing written). Allowed:
     the message (status `queued`, or `scheduled` when due later or deferred by quiet hours),
     its outbox row and its chain event are written together; delivery starts after commit.
+    `decision` is the gate's answer already made for this very request moments ago (campaign
+    batches decide a whole batch in one go); any other decision is ignored and the gate asked.
     """
     _ensure_may_send(actor, contact)
     variables = dict(variables or {})
@@ -140,17 +146,17 @@ def message_send(
     if due_at is not None and due_at < now:
         due_at = None
     conversation = conversation_for(contact=contact, account=account)
-    decision = send_gate_evaluate(
-        SendRequest(
-            contact=contact,
-            account=account,
-            template_version=template_version,
-            conversation=conversation,
-            address=address,
-            opt_in_confirmation=opt_in_confirmation,
-        ),
-        at=due_at or now,
+    request = SendRequest(
+        contact=contact,
+        account=account,
+        template_version=template_version,
+        conversation=conversation,
+        address=address,
+        opt_in_confirmation=opt_in_confirmation,
     )
+    at = due_at or now
+    if decision is None or not _answers(decision, request, at):
+        decision = send_gate_evaluate(request, at=at)
     if not decision.allowed:
         raise SendRefused(decision)
     message_subject, body, variables = _rendered(
@@ -186,6 +192,16 @@ def message_send(
     if due is None:
         dispatch_on_commit(message.pk)
     return message
+
+
+def _answers(decision: GateDecision, request: SendRequest, at: dt.datetime) -> bool:
+    """Whether `decision` was made for the same question, recently enough to stand for `at`."""
+    return (
+        decision.request is not None
+        and decision.request.question == request.question
+        and decision.decided_at is not None
+        and dt.timedelta(0) <= at - decision.decided_at <= DECISION_MAX_AGE
+    )
 
 
 def _decision_record(

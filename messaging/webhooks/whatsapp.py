@@ -350,9 +350,13 @@ def parse_whatsapp(payload: object) -> WebhookBatch:
 
 
 def parse_whatsapp_body(raw_body: bytes) -> WebhookBatch:
-    """Decode the raw (already verified) request body and parse it."""
+    """Decode the raw (already verified) request body and parse it.
+
+    Meta sends UTF-8; the body is decoded as such (not sniffed), so an accepted body can be
+    stored as text in the webhook inbox.
+    """
     try:
-        payload = json.loads(raw_body)
+        payload = json.loads(raw_body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise WebhookPayloadInvalid(_("The webhook body is not valid JSON.")) from exc
     return parse_whatsapp(payload)

@@ -650,3 +650,34 @@ def test_completed_campaign_publishes_its_event(
     assert campaign.state == CampaignState.COMPLETED
     delivery = WebhookDelivery.objects.get(event_type="campaign.completed")
     assert delivery.payload["data"]["campaign"] == campaign.pk
+
+
+def test_a_batch_is_decided_at_once_and_message_send_reuses_the_decisions(team, monkeypatch):
+    purpose = PurposeFactory(team=team)
+    withdrawn, suppressed, *consented = _consented(team, purpose, 4)
+    campaign = campaign_launch(campaign=_campaign(team, purpose), actor=None)
+    withdraw_consent(withdrawn, purpose, WA)
+    suppression_add(address=suppressed.points.get().address, channel=WA)
+
+    def second_question(*args, **kwargs):
+        raise AssertionError("message_send asked the gate again instead of using the batch's")
+
+    monkeypatch.setattr("messaging.services.send.send_gate_evaluate", second_question)
+    result = campaign_send_batch(campaign_id=campaign.pk, batch_size=10)
+
+    assert result.processed == 4
+    outcomes = {
+        contact_id: (status, reason)
+        for contact_id, status, reason in campaign.recipients.values_list(
+            "contact_id", "status", "reason"
+        )
+    }
+    assert outcomes == {
+        withdrawn.pk: (RecipientStatus.REFUSED, "no_consent"),
+        suppressed.pk: (RecipientStatus.REFUSED, "suppressed"),
+        **{contact.pk: (RecipientStatus.SENT, "") for contact in consented},
+    }
+    assert campaign.recipients.filter(processed_at__isnull=True).count() == 0
+    campaign.refresh_from_db()
+    assert (campaign.sent_count, campaign.refused_count) == (2, 2)
+    assert _messages_per_contact(campaign) == {contact.pk: 1 for contact in consented}

@@ -269,6 +269,44 @@ def test_median_of_an_even_count_is_the_mean_of_the_middle_two(world):
     assert campaign["median_reply_seconds"] == 2700.0
 
 
+def test_a_reply_counts_only_after_the_message_went_out(team):
+    """The window opens when the message was sent: a contact's message between creating
+    and sending it is neither a reply nor depth; an automation's message is no campaign."""
+    now = timezone.now()
+    account = ChannelAccountFactory(team=team)
+    contact = ContactFactory(team=team)
+    created = now - 2 * DAY
+    _outbound(account, contact, created, status="delivered", origin="automation:1",
+              sent_at=created + 2 * HOUR, delivered_at=created + 2 * HOUR)  # fmt: skip
+    _inbound(account, contact, created + HOUR)
+    _inbound(account, contact, created + 3 * HOUR)
+    query = MetricsQuery(team_ids=(team.pk,), since=now - 7 * DAY, until=now)
+
+    [row] = metrics.message_metrics(query, group_by="team")
+
+    assert (row["messages"], row["replied"], row["median_reply_seconds"]) == (1, 1, 3600.0)
+    assert row["dialog_depth"] == 1.0
+    assert metrics.message_metrics(query, group_by="campaign") == []
+
+
+def test_dashboard_gives_the_same_figures_in_seven_queries(world, django_assert_num_queries):
+    with django_assert_num_queries(7):
+        board = metrics.dashboard(world.query, group_by="campaign")
+
+    assert board.groups == metrics.message_metrics(world.query, group_by="campaign")
+    assert board.days == metrics.daily_series(world.query)
+    assert board.handoffs == metrics.conversation_metrics(world.query, group_by="team")
+    assert board.consent == metrics.consent_growth(world.query)
+
+
+def test_message_figures_under_two_groupings_in_one_query(world, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        figures = metrics.message_figures(world.query, ("team", "purpose"))
+
+    assert figures["team"] == metrics.message_metrics(world.query, group_by="team")
+    assert figures["purpose"] == metrics.message_metrics(world.query, group_by="purpose")
+
+
 OVERVIEW = "/api/v1/metrics/overview/"
 
 

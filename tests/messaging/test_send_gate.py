@@ -1,13 +1,18 @@
-"""The send gate: every refusal reason, its order, deferral by quiet hours, stored decisions."""
+"""The send gate: every refusal reason, its order, deferral by quiet hours, stored decisions.
+
+Every case runs twice: through the single gate, and with message_send's question asked in a
+batch among other requests (send_gate_evaluate_many), which must answer it the same way.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 from django.utils import timezone
 
-from approvals.models import TemplateCategory, TemplateVersion
+from approvals.models import MessageTemplate, TemplateCategory, TemplateVersion
 from approvals.services import template_version_retire
 from consent.services import contact_restrict, suppression_add
 from crm.errors import PermissionRefused
@@ -15,11 +20,26 @@ from crm.models import Channel
 from messaging.errors import SendRefused
 from messaging.models import ConversationEvent, Message, MessageStatus, OutboxEntry
 from messaging.services import SendRequest, message_send, send_gate_evaluate
+from messaging.services.gate import REASON_MESSAGES, send_gate_evaluate_many
 from tests.consent.helpers import grant_consent, withdraw_consent
 from tests.factories import ChannelAccountFactory, PurposeFactory
 from tests.messaging.helpers import reachable_contact, receive_text, sendable_version
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True, params=["single", "batch"])
+def gate_form(request, monkeypatch, team):
+    """In the batch form message_send's request is the middle one of three in one batch."""
+    if request.param == "batch":
+        bystander = reachable_contact(team)
+
+        def evaluate_in_a_batch(send_request, *, at=None):
+            other = replace(send_request, contact=bystander, message_id=None)
+            return send_gate_evaluate_many([other, send_request, other], at=at)[1]
+
+        monkeypatch.setattr("messaging.services.send.send_gate_evaluate", evaluate_in_a_batch)
+    return request.param
 
 
 @pytest.fixture
@@ -314,3 +334,123 @@ def test_agent_of_the_team_may_send(team, contact, account, agent):
     version = sendable_version(team)
     message = message_send(contact=contact, account=account, actor=agent, template_version=version)
     assert message.sender == agent
+
+
+def _loaded(version):
+    return TemplateVersion.objects.select_related("template", "template__purpose").get(
+        pk=version.pk
+    )
+
+
+def _changed_version(team, purpose, **fields):
+    version = sendable_version(team, purpose=purpose)
+    TemplateVersion.objects.filter(pk=version.pk).update(**fields)
+    return _loaded(version)
+
+
+def test_batch_decisions_equal_single_decisions_for_every_reason(
+    team, other_team, account, purpose, marketing_version
+):
+    def consented(**fields):
+        contact = reachable_contact(team, **fields)
+        grant_consent(contact, purpose, "whatsapp")
+        return contact
+
+    now = timezone.now()
+    capped = PurposeFactory(team=team, allowed_channels=["whatsapp"], frequency_cap=1)
+    capped_version = sendable_version(team, purpose=capped)
+    at_cap = reachable_contact(team)
+    grant_consent(at_cap, capped, "whatsapp")
+    sent = message_send(
+        contact=at_cap, account=account, actor=None, template_version=capped_version
+    )
+    suppressed = consented()
+    suppression_add(address=suppressed.points.get().address, channel="whatsapp")
+    restricted = consented()
+    contact_restrict(contact=restricted, actor=None)
+    restricted.refresh_from_db()
+    erased = consented()
+    erased.erased_at = now
+    inactive_template = sendable_version(team, purpose=purpose)
+    MessageTemplate.objects.filter(pk=inactive_template.template_id).update(is_active=False)
+    sms_account = ChannelAccountFactory(team=team, channel=Channel.SMS)
+    quiet_account = ChannelAccountFactory(
+        team=team, quiet_hours_start=dt.time(0, 0), quiet_hours_end=dt.time(23, 59)
+    )
+    allowed = consented()
+    cases = [
+        (allowed, account, marketing_version, {}),
+        (allowed, quiet_account, marketing_version, {}),
+        (allowed, ChannelAccountFactory(team=team, is_active=False), marketing_version, {}),
+        (allowed, ChannelAccountFactory(team=other_team), marketing_version, {}),
+        (allowed, account, sendable_version(team, channel=Channel.SMS), {}),
+        (erased, account, marketing_version, {}),
+        (restricted, account, marketing_version, {}),
+        (reachable_contact(team, channel=Channel.EMAIL), account, marketing_version, {}),
+        (suppressed, account, marketing_version, {}),
+        (suppressed, account, marketing_version, {"address": "+4915199999999"}),
+        (reachable_contact(team), account, marketing_version, {}),
+        (reachable_contact(team), account, marketing_version, {"opt_in_confirmation": True}),
+        (allowed, account, _changed_version(team, purpose, state="retired"), {}),
+        (allowed, account, _changed_version(team, purpose, valid_until=now), {}),
+        (
+            allowed,
+            account,
+            _changed_version(team, purpose, valid_from=now + dt.timedelta(days=1)),
+            {},
+        ),
+        (allowed, account, _changed_version(team, purpose, provider_status="pending"), {}),
+        (allowed, account, _loaded(inactive_template), {}),
+        (allowed, account, None, {}),
+        (reachable_contact(team, channel=Channel.SMS), sms_account, None, {}),
+        (at_cap, account, capped_version, {}),
+        # The delivery re-check of the capped message does not count the message itself.
+        (at_cap, account, capped_version, {"message_id": sent.pk}),
+    ]
+    requests = [
+        SendRequest(contact=contact, account=via, template_version=version, **extra)
+        for contact, via, version, extra in cases
+    ]
+
+    batch = send_gate_evaluate_many(requests, at=now)
+
+    assert batch == [send_gate_evaluate(request, at=now) for request in requests]
+    assert {decision.reason for decision in batch} == {None, *REASON_MESSAGES}
+    assert [decision.allowed for decision in batch[-2:]] == [False, True]
+
+
+@pytest.mark.parametrize("size", [10, 100])
+def test_the_batch_gate_reads_everything_in_one_query_whatever_the_batch_size(
+    team, account, size, django_assert_num_queries
+):
+    capped = PurposeFactory(team=team, allowed_channels=["whatsapp"], frequency_cap=3)
+    version = _loaded(sendable_version(team, purpose=capped))
+    contacts = [reachable_contact(team) for _ in range(size)]
+    for contact in contacts[::2]:
+        grant_consent(contact, capped, "whatsapp")
+    requests = [SendRequest(contact=c, account=account, template_version=version) for c in contacts]
+
+    with django_assert_num_queries(1):
+        decisions = send_gate_evaluate_many(requests)
+
+    assert [d.allowed for d in decisions] == [i % 2 == 0 for i in range(size)]
+
+
+def test_message_send_asks_again_when_handed_a_decision_for_another_request(
+    team, account, purpose, marketing_version
+):
+    consented = reachable_contact(team)
+    grant_consent(consented, purpose, "whatsapp")
+    decision = send_gate_evaluate(
+        SendRequest(contact=consented, account=account, template_version=marketing_version)
+    )
+    assert decision.allowed
+
+    error = refused(
+        contact=reachable_contact(team),
+        account=account,
+        template_version=marketing_version,
+        decision=decision,
+    )
+
+    assert error.code == "no_consent"

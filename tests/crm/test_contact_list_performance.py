@@ -1,0 +1,216 @@
+"""Contact lists stay cheap at a million contacts: constant query counts, no COUNT(*) over the
+whole scope in admin, and a search the trigram indexes can answer (PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.db.models import Q
+from django.test import Client, RequestFactory
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from crm import selectors
+from crm.admin_base import EstimatedCountPaginator, changelist_is_unfiltered
+from crm.models import Contact, Tag
+from tests.factories import ContactFactory, ContactPointFactory, TagFactory
+
+pytestmark = pytest.mark.django_db
+
+API_LIST = reverse("contact-list")
+CHANGELIST = reverse("admin:crm_contact_changelist")
+
+
+def _fill(team, count: int) -> None:
+    tags = [Tag.objects.get_or_create(team=team, name=f"t{n}")[0] for n in range(2)]
+    for _ in range(count):
+        contact = ContactFactory(team=team)
+        ContactPointFactory(contact=contact, channel="email")
+        ContactPointFactory(contact=contact, channel="sms", address=f"+49151{contact.pk:08d}")
+        contact.tags.add(*tags)
+
+
+def _logged_in(user) -> Client:
+    """A session client: each request loads the user afresh, as in production."""
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _api_queries(user, params: dict) -> tuple[int, dict]:
+    client = _logged_in(user)
+    client.get(API_LIST)  # content types and the like, which a live server has cached
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(API_LIST, params)
+    assert response.status_code == 200
+    return len(queries.captured_queries), response.json()
+
+
+def _admin_queries(user, params: dict) -> tuple[int, object]:
+    client = _logged_in(user)
+    client.get(CHANGELIST)  # content types and the like, which a live server has cached
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(CHANGELIST, params)
+    assert response.status_code == 200
+    return len(queries.captured_queries), response.context["cl"]
+
+
+@pytest.mark.parametrize(
+    "params", [{}, {"search": "example"}, {"language": "de", "tag": "t1", "channel": "sms"}]
+)
+def test_api_list_query_count_is_the_same_for_5_and_50_contacts(marketing, team, params):
+    _fill(team, 5)
+    small, data = _api_queries(marketing, {**params, "page_size": 100})
+    assert len(data["results"]) == 5
+    _fill(team, 45)
+    large, data = _api_queries(marketing, {**params, "page_size": 100})
+    assert len(data["results"]) == 50
+    assert all(len(row["points"]) == 2 and len(row["tags"]) == 2 for row in data["results"])
+    assert small == large
+
+
+def test_api_deep_cursor_page_costs_what_page_1_costs(marketing, team):
+    _fill(team, 12)
+    first_count, first = _api_queries(marketing, {"page_size": 5})
+    client = _logged_in(marketing)
+    second = client.get(first["next"]).json()
+    with CaptureQueriesContext(connection) as queries:
+        third = client.get(second["next"]).json()
+    assert len(queries.captured_queries) == first_count
+    seen = [row["id"] for page in (first, second, third) for row in page["results"]]
+    assert seen == list(Contact.objects.order_by("-created_at", "-id").values_list("id", flat=True))
+
+
+def test_search_finds_each_contact_once_by_name_address_or_external_id(marketing, team):
+    by_both = ContactFactory(team=team, last_name="Example")
+    ContactPointFactory(contact=by_both, channel="email", address="a@example.org")
+    ContactPointFactory(contact=by_both, channel="email", address="b@example.org")
+    by_external_id = ContactFactory(team=team, external_id="ERP-7")
+    ContactFactory(team=team, last_name="Other")
+
+    _count, data = _api_queries(marketing, {"search": "EXAMPLE"})
+    assert [row["id"] for row in data["results"]] == [by_both.pk]
+    _count, data = _api_queries(marketing, {"search": "ERP-7"})
+    assert [row["id"] for row in data["results"]] == [by_external_id.pk]
+
+
+def test_search_stays_within_the_callers_teams(marketing, team, other_team):
+    ContactPointFactory(contact=ContactFactory(team=other_team), address="x@shared.example")
+    mine = ContactFactory(team=team)
+    ContactPointFactory(contact=mine, address="y@shared.example")
+
+    _count, data = _api_queries(marketing, {"search": "shared.example"})
+    assert [row["id"] for row in data["results"]] == [mine.pk]
+
+
+def test_admin_changelist_query_count_is_flat_and_at_most_15(marketing, team):
+    _fill(team, 5)
+    small, changelist = _admin_queries(marketing, {})
+    assert len(changelist.result_list) == 5
+    _fill(team, 45)
+    large, changelist = _admin_queries(marketing, {})
+    assert len(changelist.result_list) == 50
+    assert small == large <= 15
+    filtered, _changelist = _admin_queries(marketing, {"q": "example", "language__exact": "de"})
+    assert filtered <= 15
+
+
+def test_admin_search_finds_a_phone_number_written_locally(marketing, team):
+    contact = ContactFactory(team=team)
+    ContactPointFactory(contact=contact, channel="sms", address="+4915112345678")
+    ContactFactory(team=team)
+
+    _count, changelist = _admin_queries(marketing, {"q": "+49 151 12345678"})
+    assert [c.pk for c in changelist.result_list] == [contact.pk]
+
+
+def test_admin_does_not_count_the_whole_scope_twice(marketing, team):
+    _fill(team, 3)
+    _count, changelist = _admin_queries(marketing, {"language__exact": "de"})
+    assert changelist.full_result_count is None
+    assert changelist.result_count == 3
+
+
+@pytest.mark.parametrize(
+    ("query", "unfiltered"),
+    [
+        ("", True),
+        ("?p=2&o=1", True),
+        ("?q=+", True),
+        ("?q=anna", False),
+        ("?language__exact=de", False),
+        ("?tag=3", False),
+        ("?team__id__exact=1&p=2", False),
+    ],
+)
+def test_only_an_unfiltered_changelist_counts_by_estimate(query, unfiltered):
+    assert changelist_is_unfiltered(RequestFactory().get(CHANGELIST + query)) is unfiltered
+
+
+def test_changelist_shows_the_estimate_only_when_unfiltered(marketing, team, monkeypatch):
+    _fill(team, 3)
+    monkeypatch.setattr(selectors, "estimated_count", lambda queryset: 250_000)
+
+    _count, changelist = _admin_queries(marketing, {})
+    assert isinstance(changelist.paginator, EstimatedCountPaginator)
+    assert changelist.result_count == 250_000
+    assert len(changelist.result_list) == 3
+
+    _count, changelist = _admin_queries(marketing, {"language__exact": "de"})
+    assert not isinstance(changelist.paginator, EstimatedCountPaginator)
+    assert changelist.result_count == 3
+
+
+def test_a_small_estimate_is_replaced_by_the_exact_count(team, monkeypatch):
+    _fill(team, 3)
+    monkeypatch.setattr(selectors, "estimated_count", lambda queryset: 40)
+    assert EstimatedCountPaginator(Contact.objects.all(), 100).count == 3
+
+
+def test_without_postgresql_there_is_no_estimate(team):
+    if connection.vendor == "postgresql":
+        pytest.skip("the SQLite default has no planner estimate")
+    assert selectors.estimated_count(Contact.objects.all()) is None
+    _fill(team, 2)
+    assert EstimatedCountPaginator(Contact.objects.all(), 100).count == 2
+
+
+@pytest.mark.postgres
+def test_postgresql_estimate_follows_the_table_statistics(team):
+    _fill(team, 30)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE crm_contact")
+    assert selectors.estimated_count(Contact.objects.filter(team=team)) == pytest.approx(30, abs=5)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("lookup", "index"),
+    [
+        (Q(first_name__icontains="anna"), "crm_contact_first_name_trgm"),
+        (Q(last_name__icontains="Schmidt"), "crm_contact_last_name_trgm"),
+        (Q(organisation__icontains="praxis"), "crm_contact_organisation_trgm"),
+        (Q(points__address__icontains="mail.example"), "crm_contactpoint_address_trgm"),
+    ],
+)
+def test_icontains_as_django_writes_it_fits_the_trigram_indexes(team, lookup, index):
+    """The indexes are on UPPER(column), the expression Django's icontains compares."""
+    _fill(team, 3)
+    sql, params = Contact.objects.filter(lookup).order_by().values("pk").query.sql_with_params()
+    with connection.cursor() as cursor:
+        # Tiny test tables are cheapest to scan; forbid scans (and walking any btree in full) to
+        # see which index the condition itself fits.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_indexscan = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert index in plan
+
+
+def test_tag_filter_still_matches_by_name_case_insensitively(marketing, team):
+    tagged = ContactFactory(team=team)
+    tagged.tags.add(TagFactory(team=team, name="VIP"))
+    ContactFactory(team=team)
+
+    _count, data = _api_queries(marketing, {"tag": "vip"})
+    assert [row["id"] for row in data["results"]] == [tagged.pk]
