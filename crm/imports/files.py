@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from django.core.files import File
 from django.utils.translation import gettext as _
@@ -35,31 +35,50 @@ def file_extension(name: str) -> str:
     return Path(name).suffix.lower()
 
 
+# A well-formed UTF-8 multi-byte character. Windows-1252 text almost never holds one: it would
+# take a letter such as "Ä" or "ß" directly followed by a sign such as "€", "°" or "»".
+_UTF8_CHARACTER: Final = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
+
+
 def _scan_csv(binary: IO[bytes], *, full: bool) -> tuple[str, int | None]:
     """Pick the encoding and, with `full`, count lines (the progress total) in one pass.
 
     UTF-8 (a BOM is dropped) unless a byte sequence is not UTF-8: then Windows-1252, which is
-    what German Excel writes.
+    what German Excel writes. A file that is neither, because rows saved in both encodings
+    were put together, is refused: read either way, part of its umlauts would be garbled.
     """
     decoder = codecs.getincrementaldecoder("utf-8")()
     utf8 = True
+    has_utf8_characters = False
     lines = 0
     last = b""
     while chunk := binary.read(1 << 20):
         lines += chunk.count(b"\n")
         last = chunk[-1:]
+        has_utf8_characters = has_utf8_characters or bool(_UTF8_CHARACTER.search(chunk))
         if utf8:
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError:
                 utf8 = False
-        if not full:
+        if not full or (not utf8 and has_utf8_characters):
             break
     if full and utf8:
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             utf8 = False
+    if not utf8 and has_utf8_characters:
+        raise ImportFileInvalid(
+            _(
+                "The file mixes character encodings: some lines are UTF-8, others are not "
+                "(e.g. Windows-1252), so umlauts would be garbled. Save it in one encoding, "
+                "preferably UTF-8, and upload it again."
+            ),
+            field="file",
+        )
     if last and last != b"\n":
         lines += 1
     binary.seek(0)
