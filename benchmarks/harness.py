@@ -87,13 +87,15 @@ def report(benchmark: str, figures: list[Figure]) -> None:
     (RESULTS_DIR / f"{benchmark}.json").write_text(json.dumps(payload, indent=2))
 
 
-def recreate_database(name: str) -> str:
-    """Drop and create `name`; return its DATABASE_URL. The benchmark never reuses old data."""
+def recreate_database(name: str, *, template: str | None = None) -> str:
+    """Drop and create `name` (as a copy of `template`, e.g. an already migrated database);
+    return its DATABASE_URL. A benchmark never reuses another's data."""
     import psycopg
 
+    copy_of = f' TEMPLATE "{template}"' if template else ""
     with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"{copy_of}')
     base = ADMIN_URL.rsplit("/", 1)[0]
     return f"{base}/{name}"
 

@@ -13,6 +13,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from approvals.models import VersionState
 from crm import selectors as crm_selectors
 from crm.admin_base import (
     ReadOnlyAdminMixin,
@@ -30,6 +31,7 @@ from messaging.models import (
     CampaignTemplate,
 )
 from messaging.services import campaigns
+from messaging.services.campaigns import NO_ADDRESS, NO_CONSENT, RESTRICTED, SUPPRESSED
 
 CAMPAIGN_FIELDS = (
     "team",
@@ -42,6 +44,7 @@ CAMPAIGN_FIELDS = (
 STATUS_FIELDS = (
     "purpose",
     "state",
+    "progress_bar",
     "state_reason",
     "recipients_count",
     "sent_count",
@@ -51,6 +54,15 @@ STATUS_FIELDS = (
     "finished_at",
     "created_by",
 )
+# How the dry run's buckets (campaigns.campaign_dry_run) read in the admin.
+DRY_RUN_LABELS = {
+    "total": _("contacts"),
+    "eligible": _("eligible"),
+    RESTRICTED: _("processing restricted"),
+    NO_ADDRESS: _("no address on the channel"),
+    SUPPRESSED: _("suppressed"),
+    NO_CONSENT: _("no consent"),
+}
 
 
 class CampaignTemplateInline(admin.TabularInline):
@@ -79,8 +91,9 @@ class CampaignTemplateInline(admin.TabularInline):
         if db_field.name == "account":
             kwargs["queryset"] = db_field.related_model.objects.filter(team_id__in=team_ids)
         elif db_field.name == "template_version":
+            # Only approved wording is offered; the service still checks it can be sent now.
             kwargs["queryset"] = db_field.related_model.objects.filter(
-                template__team_id__in=team_ids
+                template__team_id__in=team_ids, state=VersionState.APPROVED
             ).select_related("template")
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
@@ -94,17 +107,18 @@ class CampaignStateChangeInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Campaign)
 class CampaignAdmin(ServiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin):
+    # The progress bar sits beside the state, where it is in view without scrolling.
     list_display = (
         "name",
         "team",
         "state",
+        "progress_bar",
         "channel_mode",
         "scheduled_at",
         "recipients_count",
         "sent_count",
         "refused_count",
         "failed_count",
-        "progress_bar",
     )
     list_filter = (("team", VisibleTeamFilter), "state", "channel_mode")
     list_select_related = ("team",)
@@ -202,8 +216,14 @@ class CampaignAdmin(ServiceAdminMixin, TeamScopedAdminMixin, admin.ModelAdmin):
     def dry_run(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         for campaign in queryset:
             counts = campaigns.campaign_dry_run(campaign)
-            summary = ", ".join(f"{key}: {value}" for key, value in counts.items())
-            messages.info(request, f"{campaign}: {summary}")
+            summary = ", ".join(
+                f"{DRY_RUN_LABELS.get(key, key)}: {value}" for key, value in counts.items()
+            )
+            messages.info(
+                request,
+                _("Dry run of %(campaign)s: %(counts)s.")
+                % {"campaign": campaign, "counts": summary},
+            )
 
     @admin.action(description=_("Launch"), permissions=["change"])
     def launch(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
