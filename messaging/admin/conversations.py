@@ -195,6 +195,8 @@ class ConversationAdmin(
         "channel",
         "status",
         "handler",
+        # Auditors narrow to a period (today, past 7 days, this month, this year).
+        ("last_message_at", admin.DateFieldListFilter),
     )
     list_select_related = ("contact", "account", "assigned_to", "team")
     search_fields = ("contact__first_name", "contact__last_name", "contact__organisation")

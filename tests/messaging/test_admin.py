@@ -124,6 +124,19 @@ def test_inbox_filters_mine_unassigned_and_overdue(agent, team, account):
     assert listed(client.get(INBOX, {"channel": "sms"})) == set()
 
 
+def test_inbox_narrows_to_a_period(auditor, team, account):
+    recent = receive_text(account, reachable_contact(team)).conversation
+    old = receive_text(account, reachable_contact(team)).conversation
+    Conversation.objects.filter(pk=old.pk).update(
+        last_message_at=timezone.now() - dt.timedelta(days=60)
+    )
+    since = (timezone.now() - dt.timedelta(days=7)).isoformat()  # as the filter's links say
+
+    response = client_for(auditor).get(INBOX, {"inbox": "all", "last_message_at__gte": since})
+
+    assert listed(response) == {recent.pk}
+
+
 def test_inbox_shows_times_in_the_users_time_zone(agent, dialog):
     user_time_zone_set(user=agent, time_zone="America/New_York")
     dialog.refresh_from_db()
