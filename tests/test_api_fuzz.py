@@ -11,6 +11,8 @@ import os
 
 import pytest
 import schemathesis
+from django.core import signals
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
@@ -21,7 +23,19 @@ schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
 
 
 @pytest.fixture
-def token(superuser, team):
+def keep_the_test_connection():
+    """Django closes a connection whose autocommit differs from its setting at the end of each
+    request; inside the test's transaction that would end it. Django's test client unhooks the
+    same handler; schemathesis calls the WSGI app directly, so unhook it here."""
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def token(superuser, team, keep_the_test_connection):
     from tests.factories import ContactFactory
 
     ContactFactory.create_batch(3, team=team)
