@@ -27,6 +27,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +46,13 @@ DUPLICATE_SHARE = 0.10
 # Many messages per sender, as in a busy account: contacts and conversations are reused.
 SENDERS = 500
 TARGET_REQ_PER_S = 500.0
+# The test suite's smoke run (run.py --smoke) needs enough data for every figure to be non-zero.
+SMOKE_SIZE = 300
 CREDENTIALS_ENV = "BENCH_WA"
 PHONE_NUMBER_ID = "118765432109876"
-BROKER_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
+# A private redis-server per run (the `redis-server` binary must be installed): runs of other
+# checkouts or an aborted run can never take this run's tasks.
+_broker = {"url": ""}
 # Two cores: two gunicorn processes with a few threads each, two client processes.
 GUNICORN_WORKERS = int(os.environ.get("BENCH_GUNICORN_WORKERS", "2"))
 GUNICORN_THREADS = int(os.environ.get("BENCH_GUNICORN_THREADS", "4"))
@@ -236,7 +242,7 @@ def _server_environment(*, eager: bool) -> dict[str, str]:
         "DJANGO_DEBUG": "false",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-        "CELERY_BROKER_URL": BROKER_URL,
+        "CELERY_BROKER_URL": _broker["url"],
         "CELERY_TASK_ALWAYS_EAGER": "true" if eager else "false",
         "LOG_LEVEL": "WARNING",
     }
@@ -323,11 +329,34 @@ def _celery_worker(environment: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def _purge_broker() -> None:
-    """Tasks left in our Redis database by an aborted run point at a dropped database."""
-    import redis
-
-    redis.Redis.from_url(BROKER_URL).flushdb()
+@contextmanager
+def _private_redis() -> Iterator[str]:
+    port = _free_port()
+    process = _start(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        dict(os.environ),
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        _stop(process)
 
 
 def _wait_until_drained(account: Any, expected: int) -> float:
@@ -441,12 +470,13 @@ def run(size: int, runs: int) -> list[Figure]:
     total = min(size, REQUESTS)
     # A third of the run (at most 2,000): the naive path is slow, the smoke run must be short.
     naive_total = min(NAIVE_REQUESTS, max(total // 3, 1))
-    _purge_broker()
     rates, notes = [], {}
-    for run_index in range(runs):
-        rate, notes = _measure(total, eager=False, run_key=f"inbox{run_index}")
-        rates.append(rate)
-    naive_rate, naive_notes = _measure(naive_total, eager=True, run_key="naive")
+    with _private_redis() as broker_url:
+        _broker["url"] = broker_url
+        for run_index in range(runs):
+            rate, notes = _measure(total, eager=False, run_key=f"inbox{run_index}")
+            rates.append(rate)
+        naive_rate, naive_notes = _measure(naive_total, eager=True, run_key="naive")
     naive_notes["sample"] = f"{naive_total:,} requests (smaller sample), processed in-request"
     return [
         Figure(

@@ -1,5 +1,6 @@
-"""Run benchmarks at smoke size in a subprocess: the benchmark code keeps working (figures are
-not judged here; `make bench` judges them at full size)."""
+"""One smoke run of every benchmark (`python -m benchmarks.run --smoke`) shared by the tests in
+this folder: the benchmark code keeps working and checks its own answers. Figures are not judged
+here; `make bench` judges them at full size."""
 
 from __future__ import annotations
 
@@ -7,43 +8,36 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE_SCALE = 600
+SMOKE_SCALE = 600  # benchmarks.run.DEFAULT_SMOKE_SIZE; a module may set its own SMOKE_SIZE
 
 
-def run_benchmarks(tmp_path: Path, *names: str, scale: int = SMOKE_SCALE) -> str:
-    """Run `python -m benchmarks.run --only <name>...` on a throw-away database; return stdout."""
-    database = f"dialog_crm_bench_smoke_{os.getpid()}_{'_'.join(names)}"[:60]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_RESULTS_DIR": str(tmp_path)}
+@dataclass
+class SmokeRun:
+    stdout: str
+    results: Path
+
+    def figures(self, benchmark: str) -> dict[str, dict[str, Any]]:
+        payload = json.loads((self.results / f"{benchmark}.json").read_text())
+        return {figure["name"]: figure for figure in payload["figures"]}
+
+
+def run_smoke(results: Path) -> SmokeRun:
+    database = f"dialog_crm_bench_smoke_{os.getpid()}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_RESULTS_DIR": str(results)}
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    only = [argument for name in names for argument in ("--only", name)]
     result = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run",
-            "--scale",
-            str(scale),
-            "--runs",
-            "1",
-            "--database",
-            database,
-            *only,
-        ],
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--database", database],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1200,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
-def figures_by_name(tmp_path: Path, benchmark: str) -> dict[str, dict[str, Any]]:
-    payload = json.loads((tmp_path / f"{benchmark}.json").read_text())
-    return {figure["name"]: figure for figure in payload["figures"]}
+    return SmokeRun(result.stdout, results)
