@@ -144,22 +144,6 @@ class ContactQuerySet(models.QuerySet["Contact"]):
             Exists(ContactPoint.objects.filter(contact=OuterRef("pk"), channel=channel))
         )
 
-    def search(self, term: str) -> ContactQuerySet:
-        """Name, external id, or any address; EXISTS instead of a join keeps rows distinct."""
-        term = term.strip()
-        if not term:
-            return self
-        address_match = ContactPoint.objects.filter(
-            contact=OuterRef("pk"), address__icontains=term.lower()
-        )
-        return self.filter(
-            Q(first_name__icontains=term)
-            | Q(last_name__icontains=term)
-            | Q(organisation__icontains=term)
-            | Q(external_id=term)
-            | Exists(address_match)
-        )
-
 
 class Contact(TimeStampedModel):
     team = models.ForeignKey(
