@@ -51,11 +51,19 @@ def deliver_webhook(self: Task, delivery_id: int) -> None:
 
 
 @shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True)
-def send_campaign_batch(self: Task, campaign_id: int) -> int:
+def send_campaign_batch(self: Task, campaign_id: int, chain: str | None = None) -> int:
     """One batch of a running campaign; it schedules the next one itself (see campaigns.py)."""
     from messaging.services.campaigns import campaign_send_batch
 
-    return campaign_send_batch(campaign_id=campaign_id).processed
+    return campaign_send_batch(campaign_id=campaign_id, chain=chain).processed
+
+
+@shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True)
+def resume_stalled_campaigns(self: Task) -> int:
+    """Periodic: queue again the next batch of running campaigns whose batch task was lost."""
+    from messaging.services.campaigns import campaigns_resume_stalled
+
+    return campaigns_resume_stalled()
 
 
 @shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True)

@@ -331,6 +331,13 @@ CELERY_BEAT_SCHEDULE["messaging-start-due-campaigns"] = {
     "task": "messaging.tasks.start_due_campaigns",
     "schedule": 30,
 }
+# A running campaign whose next batch is overdue by MESSAGING_CAMPAIGN_STALL_SECONDS (its task
+# lost in a broker outage or with a worker) gets it queued again by a sweep every minute.
+MESSAGING_CAMPAIGN_STALL_SECONDS = env.int("MESSAGING_CAMPAIGN_STALL_SECONDS", default=300)
+CELERY_BEAT_SCHEDULE["messaging-resume-stalled-campaigns"] = {
+    "task": "messaging.tasks.resume_stalled_campaigns",
+    "schedule": 60,
+}
 CELERY_BEAT_SCHEDULE["messaging-reconcile-unknown"] = {
     "task": "messaging.tasks.reconcile_unknown_messages",
     "schedule": 60 * 60,

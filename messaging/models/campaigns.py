@@ -107,6 +107,15 @@ class Campaign(TimeStampedModel):
     failed_count = models.PositiveIntegerField(_("failed"), default=0, editable=False)
     launched_at = models.DateTimeField(_("launched at"), null=True, blank=True, editable=False)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True, editable=False)
+    # Written only by services._enqueue_batch: when the next batch is due, and which queued
+    # batch task is the campaign's own. The stalled-campaign sweep starts a new chain when a
+    # batch is long overdue (its task lost in a broker outage); a task of an older chain that
+    # turns up late finds its chain superseded and does nothing, so batches never run twice
+    # as fast as the throttle allows.
+    next_batch_due_at = models.DateTimeField(
+        _("next batch due at"), null=True, blank=True, editable=False
+    )
+    batch_chain = models.UUIDField(_("batch chain"), null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,

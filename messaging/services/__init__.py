@@ -112,6 +112,7 @@ from messaging.services.campaigns import (
     campaign_send_batch,
     campaign_transition,
     campaign_update,
+    campaigns_resume_stalled,
 )
 
 __all__ += [
@@ -127,4 +128,5 @@ __all__ += [
     "campaign_send_batch",
     "campaign_transition",
     "campaign_update",
+    "campaigns_resume_stalled",
 ]

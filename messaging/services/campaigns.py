@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
@@ -381,20 +383,56 @@ def campaign_dry_run(campaign: Campaign) -> dict[str, int]:
 
 
 def _enqueue_batch(campaign_id: int, countdown: float | None = None) -> None:
+    """Queue the campaign's next batch as a new chain; any older queued batch task of the
+    campaign is superseded (it finds another chain recorded and does nothing)."""
     from messaging.tasks import send_campaign_batch as send_campaign_batch_task
+
+    chain = uuid.uuid4()
+    Campaign.objects.filter(pk=campaign_id).update(
+        next_batch_due_at=timezone.now() + dt.timedelta(seconds=countdown or 0),
+        batch_chain=chain,
+    )
 
     def enqueue() -> None:
         try:
-            send_campaign_batch_task.apply_async((campaign_id,), countdown=countdown)
+            send_campaign_batch_task.apply_async((campaign_id, str(chain)), countdown=countdown)
         except (KombuOperationalError, OSError):
             # The batch (or launch) is committed and its messages wait in the outbox: a broker
-            # outage must not fail it. The campaign stays running; a relaunch continues it.
+            # outage must not fail it. The campaign stays running with its next batch overdue;
+            # campaigns_resume_stalled queues it again once the broker is back.
             logger.warning(
-                "campaign %s: next batch not queued, broker unavailable; relaunch it",
+                "campaign %s: next batch not queued, broker unavailable; the stalled-campaign "
+                "sweep queues it again",
                 campaign_id,
             )
 
     transaction.on_commit(enqueue)
+
+
+def campaigns_resume_stalled(*, now: dt.datetime | None = None) -> int:
+    """Queue the next batch of every running campaign whose batch is overdue by more than
+    MESSAGING_CAMPAIGN_STALL_SECONDS (its task lost with the broker or a dead worker);
+    returns how many were queued again."""
+    now = now or timezone.now()
+    overdue_before = now - dt.timedelta(seconds=settings.MESSAGING_CAMPAIGN_STALL_SECONDS)
+    stalled = Campaign.objects.filter(
+        state=CampaignState.RUNNING, next_batch_due_at__lt=overdue_before
+    )
+    resumed = 0
+    for campaign_id in list(stalled.values_list("pk", flat=True)):
+        with transaction.atomic():
+            # SKIP LOCKED: a batch that is running right now holds the row; it is not stalled.
+            locked = stalled.select_for_update(skip_locked=True).filter(pk=campaign_id).first()
+            if locked is None:
+                continue
+            logger.warning(
+                "campaign %s: next batch overdue since %s, queued again",
+                campaign_id,
+                locked.next_batch_due_at.isoformat(),
+            )
+            _enqueue_batch(campaign_id)
+            resumed += 1
+    return resumed
 
 
 def _start(campaign: Campaign, actor: AbstractBaseUser | None) -> Campaign:
@@ -560,15 +598,21 @@ def _send_one(
 
 
 @transaction.atomic
-def campaign_send_batch(*, campaign_id: int, batch_size: int = BATCH_SIZE) -> BatchResult:
+def campaign_send_batch(
+    *, campaign_id: int, batch_size: int = BATCH_SIZE, chain: uuid.UUID | str | None = None
+) -> BatchResult:
     """Send one batch of pending recipients and schedule the next one, keeping to the throttle.
 
-    Does nothing unless the campaign is running (pause and cancel act here). A version that
-    stopped being sendable stops the campaign with the reason. The gate decides the whole
-    batch at once; refusals are recorded with the batch's outcomes in one bulk update.
+    Does nothing unless the campaign is running (pause and cancel act here), nor when `chain`
+    (given by queued batch tasks) is no longer the campaign's chain. A version that stopped
+    being sendable stops the campaign with the reason. The gate decides the whole batch at
+    once; refusals are recorded with the batch's outcomes in one bulk update.
     """
     campaign = Campaign.objects.select_for_update().filter(pk=campaign_id).first()
     if campaign is None or campaign.state != CampaignState.RUNNING:
+        return BatchResult(processed=0, pending=0, next_delay=None)
+    if chain is not None and str(campaign.batch_chain) != str(chain):
+        logger.info("campaign %s: batch task of a superseded chain skipped", campaign_id)
         return BatchResult(processed=0, pending=0, next_delay=None)
     templates = campaign_templates(campaign)
     refusal = _not_sendable(templates)

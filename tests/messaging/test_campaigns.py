@@ -3,8 +3,12 @@ cancel, approval guard, throttle, crash-safe relaunch, dry run, admin and API pe
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+from django.conf import settings as django_settings
 from django.db.models import Count
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +37,7 @@ from messaging.services import (
     campaign_resume,
     campaign_send_batch,
     campaign_update,
+    campaigns_resume_stalled,
 )
 from tests.consent.helpers import grant_consent, withdraw_consent
 from tests.factories import (
@@ -165,6 +170,72 @@ def test_relaunch_after_a_crash_sends_no_duplicates(team, django_capture_on_comm
     assert campaign.recipients.count() == 5
     assert _messages_per_contact(campaign) == {c.pk: 1 for c in contacts}
     assert campaign.sent_count == 5
+
+
+def _overdue_by_the_stall_limit():
+    stall = dt.timedelta(seconds=django_settings.MESSAGING_CAMPAIGN_STALL_SECONDS + 1)
+    return timezone.now() + stall
+
+
+def test_a_lost_batch_task_is_queued_again_by_the_stalled_campaign_sweep(
+    team, django_capture_on_commit_callbacks
+):
+    purpose = PurposeFactory(team=team)
+    contacts = _consented(team, purpose, 3)
+    # The launch's on-commit publish never runs here: its task is lost, as in a broker outage.
+    campaign = campaign_launch(campaign=_campaign(team, purpose), actor=None)
+    campaign.refresh_from_db()
+    assert campaign.next_batch_due_at is not None
+
+    assert campaigns_resume_stalled() == 0  # overdue, but not yet by the stall limit
+    with django_capture_on_commit_callbacks(execute=True):
+        assert campaigns_resume_stalled(now=_overdue_by_the_stall_limit()) == 1
+
+    campaign.refresh_from_db()
+    assert campaign.state == CampaignState.COMPLETED
+    assert _messages_per_contact(campaign) == {c.pk: 1 for c in contacts}
+
+
+def test_a_late_batch_task_of_a_superseded_chain_sends_nothing(team):
+    purpose = PurposeFactory(team=team)
+    _consented(team, purpose, 3)
+    campaign = campaign_launch(campaign=_campaign(team, purpose), actor=None)
+    campaign.refresh_from_db()
+    lost_chain = campaign.batch_chain
+    campaigns_resume_stalled(now=_overdue_by_the_stall_limit())
+    campaign.refresh_from_db()
+    assert campaign.batch_chain != lost_chain
+
+    # The "lost" task turns up after all: it must not start a second chain of batches.
+    assert campaign_send_batch(campaign_id=campaign.pk, chain=lost_chain).processed == 0
+    assert campaign.recipients.filter(status=RecipientStatus.PENDING).count() == 3
+    assert campaign_send_batch(campaign_id=campaign.pk, chain=campaign.batch_chain).processed == 3
+
+
+def test_the_stalled_campaign_sweep_waits_for_the_limit_and_leaves_paused_ones_alone(team):
+    purpose = PurposeFactory(team=team)
+    _consented(team, purpose, 2)
+    paused = campaign_launch(campaign=_campaign(team, purpose), actor=None)
+    campaign_pause(campaign=paused, actor=None)
+    punctual = campaign_launch(campaign=_campaign(team, purpose), actor=None)
+    punctual.refresh_from_db()
+    chain = punctual.batch_chain
+
+    assert campaigns_resume_stalled() == 0
+    assert campaigns_resume_stalled(now=_overdue_by_the_stall_limit()) == 1  # the running one
+    paused.refresh_from_db()
+    punctual.refresh_from_db()
+    assert paused.state == CampaignState.PAUSED
+    assert punctual.batch_chain != chain
+
+
+def test_the_beat_schedule_runs_the_stalled_campaign_sweep_every_minute():
+    from config.celery import app
+
+    entry = django_settings.CELERY_BEAT_SCHEDULE["messaging-resume-stalled-campaigns"]
+    assert entry["task"] == "messaging.tasks.resume_stalled_campaigns"
+    assert entry["task"] in app.tasks
+    assert entry["schedule"] == 60
 
 
 def test_pause_stops_after_the_current_batch_and_resume_continues(

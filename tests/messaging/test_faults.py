@@ -10,12 +10,14 @@ backlog dispatched twice there too; the fixtures and helpers below are that modu
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections import Counter
 
 import pytest
 from django.db import connection
 from django.db.models import Count
+from django.utils import timezone
 
 from consent.models import Purpose
 from crm.models import Channel
@@ -31,6 +33,7 @@ from messaging.services import (
     campaign_create,
     campaign_launch,
     campaign_send_batch,
+    campaigns_resume_stalled,
 )
 from tests.consent.helpers import grant_consent
 from tests.factories import PurposeFactory
@@ -174,8 +177,10 @@ def test_redis_stopped_while_a_campaign_queues_messages_delivers_each_once(
     broker.start()  # same port, empty: the campaign's next batch task is lost
 
     worker.start()
-    # The operator relaunches the running campaign: pending recipients continue.
-    campaign_launch(campaign=campaign, actor=None)
+    # No operator: once the batch is overdue, the stalled-campaign sweep (beat, every minute)
+    # queues it again and the pending recipients continue.
+    assert campaigns_resume_stalled() == 0  # not overdue yet
+    assert campaigns_resume_stalled(now=timezone.now() + dt.timedelta(hours=1)) == 1
     wait_until_sent(campaign, RECIPIENTS - 2 * FIRST_BATCH, worker)
     # The first two batches' messages are still queued: their tasks were lost with Redis or
     # never published. The beat task (every 15 s in production) hands exactly those over.
