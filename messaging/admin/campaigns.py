@@ -52,6 +52,7 @@ STATUS_FIELDS = (
     "failed_count",
     "launched_at",
     "finished_at",
+    "next_batch_due_at",
     "created_by",
 )
 # How the dry run's buckets (campaigns.campaign_dry_run) read in the admin.

@@ -576,6 +576,10 @@ def test_admin_shows_a_progress_bar_on_running_campaigns(team, marketing):
 
     assert response.status_code == 200
     assert '<progress value="25" max="100"' in response.content.decode()
+    detail = _admin_client(marketing).get(
+        reverse("admin:messaging_campaign_change", args=[campaign.pk])
+    )
+    assert "Next batch due at" in detail.content.decode()
 
 
 def test_admin_actions_call_the_services_and_report_refusals(team, marketing):
