@@ -24,6 +24,7 @@ from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.utils.functional import cached_property
+from django.utils.html import format_html
 from django.utils.translation import gettext
 
 from crm import selectors
@@ -360,6 +361,17 @@ class LargeChangelistMixin:
     """
 
     show_full_result_count = False
+
+    def action_checkbox(self, obj: Model) -> str:
+        """Django's row checkbox, written out rather than rendered through the CheckboxInput
+        widget template: the template costs about a third of a millisecond a row, a third of
+        a 100-row page. The HTML is the same (tests/crm/test_contact_admin.py compares them)."""
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            obj.pk,
+            format_html(gettext("Select this object for an action - {}"), str(obj)),
+        )
 
     def get_paginator(
         self,

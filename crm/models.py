@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
+from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
@@ -209,6 +210,22 @@ class Contact(TimeStampedModel):
     @property
     def full_name(self) -> str:
         return " ".join(part for part in (self.first_name, self.last_name) if part)
+
+    # What lists and detail pages show of addresses and tags, as plain values: a page of 100
+    # contacts would otherwise build some 300 model instances. selectors.contacts_load_listing
+    # fills both for a whole page in two queries; otherwise they are read on first use.
+    @cached_property
+    def point_rows(self) -> list[dict[str, Any]]:
+        return list(self.points.order_by(*POINT_LIST_ORDER).values(*POINT_LIST_FIELDS))
+
+    @cached_property
+    def tag_names(self) -> list[str]:
+        return list(self.tags.order_by("name").values_list("name", flat=True))
+
+
+# How a contact's addresses are listed: per channel, the primary one first.
+POINT_LIST_FIELDS = ("id", "channel", "address", "is_primary")
+POINT_LIST_ORDER = ("channel", "-is_primary", "id")
 
 
 class ContactPoint(TimeStampedModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.db.models import Q, QuerySet
+from django.db.models.manager import BaseManager
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -141,14 +142,24 @@ class ContactPointNestedSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ContactListSerializer(serializers.ListSerializer):
+    """Loads the page's addresses and tags in two queries before serialising it."""
+
+    def to_representation(self, data: Any) -> list[Any]:
+        contacts = list(data.all() if isinstance(data, BaseManager) else data)
+        selectors.contacts_load_listing(contacts)
+        return super().to_representation(contacts)
+
+
 class ContactSerializer(serializers.ModelSerializer):
     team_name = serializers.CharField(source="team.name", read_only=True)
     full_name = serializers.CharField(read_only=True)
-    points = ContactPointNestedSerializer(many=True, read_only=True)
-    tags = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    points = ContactPointNestedSerializer(many=True, read_only=True, source="point_rows")
+    tags = serializers.ListField(child=serializers.CharField(), read_only=True, source="tag_names")
 
     class Meta:
         model = Contact
+        list_serializer_class = ContactListSerializer
         fields = [
             "id",
             "team",

@@ -299,8 +299,8 @@ class SegmentViewSet(
 
     def _preview_response(self, segment: Segment) -> Response:
         preview = selectors.segment_preview(segment)
-        # The sample is serialised in full: load teams, addresses and tags in 3 queries, not 3n.
-        prefetch_related_objects(preview["sample"], "team", "points", "tags")
+        # The sample is serialised in full (addresses and tags: ContactListSerializer).
+        prefetch_related_objects(preview["sample"], "team")
         return Response(
             api.SegmentResolveSerializer(preview, context=self.get_serializer_context()).data
         )

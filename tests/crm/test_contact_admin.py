@@ -767,6 +767,36 @@ def test_changelist_query_count_is_flat(marketing, team, django_assert_max_num_q
     assert len(ten.captured_queries) == len(hundred.captured_queries)
 
 
+def test_changelist_columns_show_the_loaded_addresses_and_tags(marketing, team):
+    contact = contact_create(
+        team=team,
+        actor=None,
+        first_name="Jörg",
+        points=[("email", "joerg@example.org"), ("sms", "+4915112345678")],
+    )
+    contact.tags.add(TagFactory(team=team, name="Zahnarzt"), TagFactory(team=team, name="Apotheke"))
+
+    row = client_for(marketing).get(CHANGELIST).content.decode()
+
+    assert "joerg@example.org" in row
+    assert "+4915112345678" in row
+    assert "Apotheke, Zahnarzt" in row
+
+
+def test_row_checkbox_is_djangos_own_html(team):
+    from django.contrib import admin as django_admin
+
+    from crm.admin.contacts import ContactAdmin
+
+    contact = ContactFactory(team=team, first_name="Anna <b>", last_name="Groß")
+    contact_admin = ContactAdmin(Contact, django_admin.site)
+
+    ours = contact_admin.action_checkbox(contact)
+    djangos = django_admin.ModelAdmin.action_checkbox(contact_admin, contact)
+
+    assert ours == djangos
+
+
 def test_bulk_delete_goes_through_the_service(marketing, team, other_team):
     doomed = [contact_create(team=team, actor=None) for _ in range(2)]
     foreign = ContactFactory(team=other_team)
