@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connections
 from django.db.models import Q, QuerySet
+from django.db.models.expressions import RawSQL
 from guardian.shortcuts import get_objects_for_user, get_users_with_perms
 
 from crm.models import (
@@ -140,7 +141,16 @@ def contacts_matching(queryset: QuerySet[Contact], terms: Iterable[str]) -> Quer
     # The team scope of `queryset` lets the external id use the (team, external_id) index.
     contact_ids = queryset.order_by().filter(by_contact).values("pk")
     address_contact_ids = ContactPoint.objects.filter(by_address).order_by().values("contact_id")
-    return queryset.filter(pk__in=contact_ids.union(address_contact_ids))
+    matches = contact_ids.union(address_contact_ids)
+    if connections[queryset.db].vendor == "postgresql":
+        # Collected into an array first (an init plan), then fetched by primary key: given the
+        # id set as a subquery, the planner expects tens of thousands of ids for a common
+        # name and hash-joins them against a sequential scan of every contact instead.
+        sql, params = matches.query.sql_with_params()
+        # The SQL is Django's own compiled query with its parameters kept apart.
+        unnested = RawSQL(f"SELECT unnest(ARRAY({sql}))", params)  # noqa: S611
+        return queryset.filter(pk__in=unnested)
+    return queryset.filter(pk__in=matches)
 
 
 def estimated_count(queryset: QuerySet) -> int | None:

@@ -211,6 +211,23 @@ def test_icontains_as_django_writes_it_fits_the_trigram_indexes(team, model, loo
     assert index in plan
 
 
+@pytest.mark.postgres
+def test_search_matches_are_collected_once_then_fetched_by_primary_key(marketing, team):
+    """A common name matches tens of thousands of contacts: given them as a subquery, the
+    planner hash-joins against a scan of the whole table. As an array (one init plan) they
+    are looked up by id whatever the estimate."""
+    _fill(team, 3)
+    queryset = selectors.contacts_matching(
+        selectors.contacts_visible_to(marketing), ["schmidt", "+49151"]
+    ).order_by("-created_at", "-id")[:51]
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "InitPlan" in plan
+    assert "Hash Join" not in plan
+
+
 def test_tag_filter_still_matches_by_name_case_insensitively(marketing, team):
     tagged = ContactFactory(team=team)
     tagged.tags.add(TagFactory(team=team, name="VIP"))
