@@ -17,15 +17,17 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import orjson
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet, TextField
+from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.translation import gettext
@@ -321,16 +323,22 @@ class _Snapshot:
 
     On PostgreSQL, outside a caller's transaction, the reads run in one REPEATABLE READ
     transaction: messages and events written while the export runs can neither appear half
-    nor break a chain head. Inside a caller's transaction the caller decides the isolation.
+    nor break a chain head. That snapshot is also exported, so that a second session can
+    share it (its id is what entering returns). Inside a caller's transaction the caller
+    decides the isolation, and the snapshot is not shared: another session would not see
+    what the caller's transaction wrote.
     """
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> str | None:
         self.atomic = transaction.atomic()
         outer = connection.in_atomic_block
         self.atomic.__enter__()
-        if connection.vendor == "postgresql" and not outer:
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if connection.vendor != "postgresql" or outer:
+            return None
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cursor.execute("SELECT pg_export_snapshot()")
+            return cursor.fetchone()[0]
 
     def __exit__(self, *exc_info: object) -> None:
         self.atomic.__exit__(*exc_info)
@@ -343,9 +351,9 @@ def _lookups(columns: Sequence[tuple[str, str, str]]) -> list[str]:
 def _lines_in_sql() -> bool:
     """Whether the database spells the lines itself (PostgreSQL); elsewhere Python does.
 
-    Formatting each row in Python was nearly all of an export's cost. On PostgreSQL,
-    row_to_json and COPY's CSV format write the lines in _RowWriter's spelling, and this
-    process only hashes and writes what COPY sends: the files are byte-identical either way
+    Formatting each row in Python was nearly all of an export's cost. On PostgreSQL one
+    query spells each row's JSON line and CSV line in _RowWriter's spelling, and this process
+    only joins, hashes and writes them: the files are byte-identical either way
     (tests/messaging/test_exports_fast.py compares them).
     """
     return connection.vendor == "postgresql"
@@ -355,37 +363,46 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-_SQL_FORMULA_PREFIXES: Final = "(" + ", ".join(map(_sql_literal, FORMULA_PREFIXES)) + ")"
+# csv_safe's prefixes as code points: ascii() reads a text's first character without copying it.
+_SQL_FORMULA_CODES: Final = ", ".join(str(ord(prefix)) for prefix in FORMULA_PREFIXES)
+# The characters that make csv.writer (QUOTE_MINIMAL, the excel dialect) quote a cell.
+_CSV_QUOTED: Final = (csv.excel.delimiter, csv.excel.quotechar, *csv.excel.lineterminator)
 
 
-def _sql_json_value(column: str, kind: str) -> str:
-    """The column as row_to_json must see it to write what _RowWriter writes."""
+def _sql_spelled(column: str, kind: str) -> str:
+    """The column as text, spelled as _RowWriter spells its value (None stays NULL)."""
     if kind == TIME:
         # datetime.isoformat() of a UTC datetime: microseconds only when there are any.
         spelled = f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
         return f"replace({spelled}, '.000000', '') || '+00:00'"
-    return column  # a JSON column stays jsonb (see _json_text): row_to_json embeds its text
+    return f"{column}::text"  # a JSON column is already the database's JSON text (_json_text)
 
 
-def _sql_csv_cell(column: str, kind: str) -> str:
-    """csv_safe() in SQL; an empty cell is NULL, so that COPY leaves it unquoted like csv."""
+def _sql_json_piece(value: str, kind: str) -> str:
+    """The spelled value as _RowWriter writes it into a JSON line."""
+    if kind == TEXT:
+        return f"coalesce(to_json({value})::text, 'null')"  # JSON's escapes, as json's
     if kind == TIME:
-        return column  # the spelled timestamp: starts with a digit
-    text = column if kind == TEXT else f"{column}::text"
-    return (
-        f"nullif(CASE WHEN left({text}, 1) IN {_SQL_FORMULA_PREFIXES} "
-        f"THEN '''' || {text} ELSE {text} END, '')"
-    )
+        return f"coalesce('\"' || {value} || '\"', 'null')"  # digits and "-:.+T": no escapes
+    return f"coalesce({value}, 'null')"
 
 
-def _copy_statements(
+def _sql_csv_cell(value: str, kind: str) -> str:
+    """The spelled value as csv_safe() and csv.writer write it into a CSV line (NULL: empty)."""
+    if kind == TIME:
+        return value  # starts with a digit, holds nothing csv quotes
+    prefixed = f"ascii({value}) IN ({_SQL_FORMULA_CODES})"
+    safe = f"CASE WHEN {prefixed} THEN '''' || {value} ELSE {value} END"
+    if kind == NUMBER:
+        return safe  # digits and a sign: nothing csv quotes
+    quoted = " OR ".join(f"strpos({value}, {_sql_literal(char)}) > 0" for char in _CSV_QUOTED)
+    return f"CASE WHEN {quoted} THEN '\"' || replace({safe}, '\"', '\"\"') || '\"' ELSE {safe} END"
+
+
+def _sql_lines(
     rows: QuerySet, columns: Sequence[tuple[str, str, str]]
-) -> tuple[str, str, Sequence[Any]]:
-    """COPY statements for the JSON Lines and the CSV rows of `rows`, and their parameters.
-
-    Each value is spelled as _RowWriter spells it: row_to_json writes the JSON object, COPY's
-    CSV format quotes cells exactly like csv.writer (QUOTE_MINIMAL).
-    """
+) -> tuple[str, Sequence[Any]]:
+    """A query for `rows` giving, per row, its JSON line and its CSV line; its parameters."""
     inner, params = rows.query.get_compiler(using=rows.db).as_sql()
     raw = [f"c{index}" for index in range(len(columns))]
     lookups = _lookups(columns)
@@ -394,59 +411,53 @@ def _copy_statements(
         + (" DESC" if name.startswith("-") else "")
         for name in rows.query.order_by
     )
-    values = ", ".join(
-        f"{_sql_json_value(column, kind)} AS {connection.ops.quote_name(name)}"
-        for column, (name, _lookup, kind) in zip(raw, columns, strict=True)
+    values = [f"v{index}" for index in range(len(columns))]
+    spelled = ", ".join(
+        f"{_sql_spelled(column, kind)} AS {value}"
+        for column, value, (_name, _lookup, kind) in zip(raw, values, columns, strict=True)
     )
-    spelled = f"SELECT {values} FROM ({inner}) AS exported ({', '.join(raw)}) ORDER BY {order}"  # noqa: S608
-    names = [connection.ops.quote_name(name) for name, _lookup, _kind in columns]
-    cells = ", ".join(
-        _sql_csv_cell(f"line.{name}", kind)
-        for name, (_name, _lookup, kind) in zip(names, columns, strict=True)
+    # OFFSET 0 keeps the spelled values a subquery's output: each is computed once per row,
+    # not once for each line that uses it.
+    exported = f"({inner}) AS exported ({', '.join(raw)})"
+    line = f"SELECT {spelled} FROM {exported} ORDER BY {order} OFFSET 0"  # noqa: S608
+    json_parts = []
+    for index, (value, (name, _lookup, kind)) in enumerate(zip(values, columns, strict=True)):
+        key = ("{" if index == 0 else ",") + _encode_string(name) + ":"
+        json_parts += [_sql_literal(key), _sql_json_piece(value, kind)]
+    json_line = f"concat({', '.join(json_parts)}, '}}' || chr(10))"
+    # concat() writes NULL as nothing: csv_safe's empty cell.
+    cells = ", ',', ".join(
+        _sql_csv_cell(value, kind)
+        for value, (_name, _lookup, kind) in zip(values, columns, strict=True)
     )
+    csv_line = f"concat({cells}, chr(13) || chr(10))"
     # Formatted in: the ORM's query, constant column names and literals (none holds a "%").
-    jsonl = f"COPY (SELECT row_to_json(line) FROM ({spelled}) AS line) TO STDOUT"  # noqa: S608
-    csv_rows = f"COPY (SELECT {cells} FROM ({spelled}) AS line) TO STDOUT (FORMAT csv)"  # noqa: S608
-    return jsonl, csv_rows, params
+    return f"SELECT {json_line}, {csv_line} FROM ({line}) AS line", params  # noqa: S608
 
 
-def _copy_out(statement: str, params: Sequence[Any]) -> Iterator[list[bytes]]:
-    """The rows a COPY … TO STDOUT sends (one line each, ending in "\\n"), in chunks."""
-    with connection.cursor() as cursor, cursor.cursor.copy(statement, params) as copy:
-        chunk: list[bytes] = []
-        for row in copy:
-            chunk.append(bytes(row))
-            if len(chunk) == CHUNK_SIZE:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-
-
-def _copy_tables(
+def _write_sql_lines(
     rows: QuerySet,
     columns: Sequence[tuple[str, str, str]],
     writer: _RowWriter,
     progress: Callable[[int], None],
 ) -> None:
-    """Let PostgreSQL write both files' rows: one pass for JSON Lines, one for CSV."""
+    """Let PostgreSQL spell both files' rows, in one pass, streamed CHUNK_SIZE rows at a time."""
     try:
-        jsonl, csv_rows, params = _copy_statements(rows, columns)
+        statement, params = _sql_lines(rows, columns)
     except EmptyResultSet:  # a filter that cannot match, e.g. no team in scope
         return
-    for chunk in _copy_out(jsonl, params):
-        # COPY's text format doubles each backslash (JSON holds no other character it escapes).
-        writer.jsonl.write_bytes(b"".join(chunk).replace(b"\\\\", b"\\"), len(chunk))
-        progress(len(chunk))
-    for chunk in _copy_out(csv_rows, params):
-        # csv.writer ends a row with "\r\n", COPY with "\n" (a line break in a cell is quoted).
-        writer.csv_file.write_bytes(b"\r\n".join(row[:-1] for row in chunk) + b"\r\n", len(chunk))
+    with connection.cursor() as cursor:
+        lines = cursor.cursor.stream(statement, params, size=CHUNK_SIZE)
+        while chunk := list(islice(lines, CHUNK_SIZE)):
+            json_lines, csv_lines = zip(*chunk, strict=True)
+            writer.jsonl.write_bytes("".join(json_lines).encode(), len(chunk))
+            writer.csv_file.write_bytes("".join(csv_lines).encode(), len(chunk))
+            progress(len(chunk))
 
 
-def _json_text(field_name: str) -> Cast | F:
-    """A JSON field as _RowWriter writes it: the database's JSON text. The SQL path keeps
-    the jsonb value, which row_to_json and ::text write as that same text."""
-    return F(field_name) if _lines_in_sql() else Cast(field_name, TextField())
+def _json_text(field_name: str) -> Cast:
+    """A JSON field as _RowWriter writes it: the database's JSON text."""
+    return Cast(field_name, TextField())
 
 
 def _write_rows(
@@ -458,7 +469,7 @@ def _write_rows(
 ) -> int:
     """Write `rows` to both files; with `heads`, note each conversation's chain head."""
     if _lines_in_sql():
-        _copy_tables(rows, columns, writer, progress)
+        _write_sql_lines(rows, columns, writer, progress)
         return writer.jsonl.rows
     for row in rows.iterator(chunk_size=CHUNK_SIZE):
         writer.write(row)
@@ -552,6 +563,51 @@ def _write_events(
     return count
 
 
+def _in_snapshot(snapshot: str, write: Callable[[], int]) -> int:
+    """Run `write` in this thread's own database session, read-only on the export's snapshot."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
+            return write()
+    finally:
+        connection.close()  # the session belongs to this thread, which ends with the export
+
+
+def _write_tables(
+    selection: _Selection,
+    files: dict[str, _HashingFile],
+    progress: Callable[[int], None],
+    heads: _HeadSpool,
+    snapshot: str | None,
+) -> tuple[int, int]:
+    """Write the messages' and the events' files; their row counts.
+
+    With a shared snapshot the messages are read in a second session on another thread: the
+    database spells both tables at once, on two cores, and this process joins, hashes and
+    writes both streams (waiting on a socket, hashing and writing all release the GIL).
+    """
+    messages = partial(
+        _write_messages,
+        selection,
+        _RowWriter(files[MESSAGES_JSONL], files[MESSAGES_CSV], MESSAGE_COLUMNS),
+        progress,
+    )
+    events = partial(
+        _write_events,
+        selection,
+        _RowWriter(files[EVENTS_JSONL], files[EVENTS_CSV], EVENT_COLUMNS),
+        progress,
+        heads,
+    )
+    if snapshot is None:
+        return messages(), events()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        message_count = pool.submit(_in_snapshot, snapshot, messages)
+        event_count = events()
+        return message_count.result(), event_count
+
+
 def _write_manifest(path: Path, fields: dict[str, Any], heads: _HeadSpool) -> str:
     """Write manifest.json (`fields` plus "chain_heads" streamed from the spool); its SHA-256."""
     with path.open("xb", buffering=WRITE_BUFFER) as handle:
@@ -598,17 +654,9 @@ def conversations_export(
         try:
             for name in DATA_FILES:
                 files[name] = _HashingFile((out_dir / name).open("xb", buffering=WRITE_BUFFER))
-            with _Snapshot():
-                message_count = _write_messages(
-                    selection,
-                    _RowWriter(files[MESSAGES_JSONL], files[MESSAGES_CSV], MESSAGE_COLUMNS),
-                    report,
-                )
-                event_count = _write_events(
-                    selection,
-                    _RowWriter(files[EVENTS_JSONL], files[EVENTS_CSV], EVENT_COLUMNS),
-                    report,
-                    heads,
+            with _Snapshot() as snapshot:
+                message_count, event_count = _write_tables(
+                    selection, files, report, heads, snapshot
                 )
         finally:
             for sink in files.values():
@@ -662,82 +710,37 @@ class _Mismatch(Exception):
     """The first difference found; its text is the verifier's answer."""
 
 
-# One line of a JSON Lines file: (line number, object, whether orjson spells it exactly).
-_Line = tuple[int, dict[str, Any], bool]
+# One line of a JSON Lines file: (line number, object).
+_Line = tuple[int, dict[str, Any]]
 
 
-def _canonical(payload: dict[str, Any], exact: bool) -> bytes:
-    """crm.ledger.canonical_json(payload), with orjson where it writes the very same bytes.
+def _json_line(raw: bytes) -> Any:
+    """A line read by json, the module canonical_json writes with (None if it reads none)."""
+    try:
+        return _decode_json(raw.decode("utf-8"))
+    except ValueError:  # also UnicodeDecodeError
+        return None
+
+
+def _canonical(payload: dict[str, Any], fast: bool) -> bytes | None:
+    """crm.ledger.canonical_json(payload); in the fast walk orjson's spelling of it, or None.
 
     orjson sorts keys and escapes strings exactly like json.dumps(ensure_ascii=False); it
-    differs only on floats and integers beyond 64 bits (lines holding any are read by json
-    and not `exact`) and refuses lone surrogates. Then canonical_json spells the payload.
+    spells some floats differently, so its bytes only match the sealed hash where they are
+    canonical_json's (see _walk). One case is set aside: orjson reads an integer beyond 64
+    bits as a float, and that float's spelling ("…e+29") may be the sealed one although json
+    reads the line's integer as an integer. None (no verdict) sends it to the exact walk.
     """
-    if exact:
-        try:
-            return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError:
-            pass
-    return canonical_json(payload)
-
-
-def _chain_hash(previous_hash: str, payload: dict[str, Any], exact: bool) -> str:
-    """crm.ledger.chain_hash, through _canonical."""
-    return hashlib.sha256(
-        previous_hash.encode("ascii") + b"\n" + _canonical(payload, exact)
-    ).hexdigest()
-
-
-def _content_hash(subject: Any, body: Any, variables: Any, exact: bool) -> str:
-    """messaging.services.ledger.content_hash, through _canonical."""
-    payload = {"subject": subject, "body": body, "variables": variables}
-    return hashlib.sha256(_canonical(payload, exact)).hexdigest()
-
-
-class _JsonlReader:
-    """Streams a JSON Lines file as _Lines, hashing the bytes as it reads (in large blocks)."""
-
-    def __init__(self, directory: Path, name: str) -> None:
-        self.path = directory / name
-        self.name = name
-        self.digest = hashlib.sha256()
-        self.bytes = 0
-        self.rows = 0
-        if not self.path.is_file():
-            raise _Mismatch(gettext("%(file)s: missing.") % {"file": name})
-
-    def __iter__(self) -> Iterator[_Line]:
-        with self.path.open("rb") as handle:
-            rest = b""
-            while block := handle.read(READ_BLOCK):
-                self.digest.update(block)
-                self.bytes += len(block)
-                lines = (rest + block).split(b"\n")
-                rest = lines.pop()  # the start of a line the next block ends
-                for raw in lines:
-                    yield self._parsed(raw)
-            if rest:
-                yield self._parsed(rest)
-
-    def _parsed(self, raw: bytes) -> _Line:
-        self.rows += 1
-        try:
-            row = orjson.loads(raw)
-            # orjson reads an integer beyond 64 bits as a float, and spells floats its own way.
-            exact = isinstance(row, dict) and not _holds_float(row)
-        except orjson.JSONDecodeError:  # json may still read it (a lone surrogate, NaN)
-            exact = False
-        if not exact:
-            try:
-                row = _decode_json(raw.decode("utf-8"))
-            except ValueError:  # also UnicodeDecodeError
-                row = None
-        if not isinstance(row, dict):
-            raise _Mismatch(
-                gettext("%(file)s line %(line)d: not a JSON object.")
-                % {"file": self.name, "line": self.rows}
-            )
-        return self.rows, row, exact
+    if not fast:
+        return canonical_json(payload)
+    try:
+        spelled = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return None
+    # Looked for only when the bytes hold "e+" (a text may: "one+two"), which is seldom.
+    if b"e+" in spelled and _holds_float(payload):
+        return None
+    return spelled
 
 
 def _holds_float(value: dict[str, Any] | list[Any]) -> bool:
@@ -746,6 +749,71 @@ def _holds_float(value: dict[str, Any] | list[Any]) -> bool:
         if kind is float or ((kind is dict or kind is list) and _holds_float(item)):
             return True
     return False
+
+
+def _chain_hash(previous_hash: str, payload: dict[str, Any], fast: bool) -> str | None:
+    """crm.ledger.chain_hash, through _canonical."""
+    spelled = _canonical(payload, fast)
+    if spelled is None:
+        return None
+    return hashlib.sha256(previous_hash.encode("ascii") + b"\n" + spelled).hexdigest()
+
+
+def _content_hash(subject: Any, body: Any, variables: Any, fast: bool) -> str | None:
+    """messaging.services.ledger.content_hash, through _canonical."""
+    spelled = _canonical({"subject": subject, "body": body, "variables": variables}, fast)
+    return None if spelled is None else hashlib.sha256(spelled).hexdigest()
+
+
+class _JsonlReader:
+    """Streams a JSON Lines file as _Lines, hashing the bytes as it reads (in large blocks).
+
+    The fast walk reads lines with orjson (a line it cannot read ends the fast walk), the
+    exact walk with json (see _walk). The blocks are hashed by `hasher`, one thread that
+    takes them in order, while this one parses (hashlib releases the GIL).
+    """
+
+    def __init__(self, directory: Path, name: str, fast: bool, hasher: Executor) -> None:
+        self.path = directory / name
+        self.name = name
+        self.load: Callable[[bytes], Any] = orjson.loads if fast else _json_line
+        self.hasher = hasher
+        self.digest = hashlib.sha256()
+        self.hashed: Future[None] | None = None
+        self.bytes = 0
+        self.rows = 0
+        if not self.path.is_file():
+            raise _Mismatch(gettext("%(file)s: missing.") % {"file": name})
+
+    def summary(self) -> dict[str, Any]:
+        """The file's SHA-256, size and rows, once every block read has been hashed."""
+        if self.hashed is not None:
+            self.hashed.result()
+        return {"sha256": self.digest.hexdigest(), "bytes": self.bytes, "rows": self.rows}
+
+    def __iter__(self) -> Iterator[_Line]:
+        with self.path.open("rb") as handle:
+            rest = b""
+            while True:
+                block = handle.read(READ_BLOCK)
+                if block:
+                    self.hashed = self.hasher.submit(self.digest.update, block)
+                    self.bytes += len(block)
+                    lines = (rest + block).split(b"\n")
+                    rest = lines.pop()  # the start of a line the next block ends
+                else:
+                    lines = [rest] if rest else []
+                # Read a block's lines at once: no call of this module's per line.
+                for row in map(self.load, lines):
+                    self.rows += 1
+                    if type(row) is not dict:
+                        raise _Mismatch(
+                            gettext("%(file)s line %(line)d: not a JSON object.")
+                            % {"file": self.name, "line": self.rows}
+                        )
+                    yield self.rows, row
+                if not block:
+                    return
 
 
 class _Lookahead:
@@ -758,6 +826,20 @@ class _Lookahead:
 
     def advance(self) -> None:
         self.next = next(self.items, None)
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to build
+class _SpelledTime:
+    """A time as the file spells it, for chain_payload's isoformat() in the fast walk.
+
+    Parsing and re-spelling every time cost more than hashing. A sealed hash that matches
+    proves the text is what isoformat() wrote, which reads back to the same spelling.
+    """
+
+    text: str
+
+    def isoformat(self) -> str:
+        return self.text
 
 
 @dataclass(slots=True)
@@ -774,8 +856,8 @@ class _ExportedEvent:
     message_id: int | None
     actor_label: str
     data: Any
-    occurred_at: dt.datetime
-    recorded_at: dt.datetime
+    occurred_at: dt.datetime | _SpelledTime
+    recorded_at: dt.datetime | _SpelledTime
 
 
 @dataclass
@@ -808,19 +890,27 @@ def _parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
 
-def _event_check(chain: _Chain, line: int, event: dict[str, Any], exact: bool) -> None:
+def _time(text: Any, fast: bool) -> dt.datetime | _SpelledTime:
+    """An exported time as the event's stand-in holds it (parsed only in the exact walk)."""
+    if not fast:
+        return _parse_time(text)
+    if type(text) is not str:
+        raise TypeError(text)
+    return _SpelledTime(text)
+
+
+def _event_check(chain: _Chain, line: int, event: dict[str, Any], fast: bool) -> None:
     sequence = event.get("sequence")
     # Described only when something is wrong: formatting per event would cost more than hashing.
-    where = partial(_where, line, chain.conversation, sequence)
     if sequence != chain.sequence + 1:
         raise _Mismatch(
             gettext("%(where)s: expected sequence %(expected)d; an event is missing or moved.")
-            % {"where": where(), "expected": chain.sequence + 1}
+            % {"where": _where(line, chain.conversation, sequence), "expected": chain.sequence + 1}
         )
     if event.get("previous_hash") != chain.head:
         raise _Mismatch(
             gettext("%(where)s: previous_hash does not match the hash of the event before.")
-            % {"where": where()}
+            % {"where": _where(line, chain.conversation, sequence)}
         )
     try:
         stand_in = _ExportedEvent(
@@ -830,20 +920,23 @@ def _event_check(chain: _Chain, line: int, event: dict[str, Any], exact: bool) -
             message_id=event["message"],
             actor_label=event["actor_label"],
             data=event["data"],
-            occurred_at=_parse_time(event["occurred_at"]),
-            recorded_at=_parse_time(event["recorded_at"]),
+            occurred_at=_time(event["occurred_at"], fast),
+            recorded_at=_time(event["recorded_at"], fast),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise _Mismatch(
-            gettext("%(where)s: malformed event (%(error)s).") % {"where": where(), "error": error}
+            gettext("%(where)s: malformed event (%(error)s).")
+            % {"where": _where(line, chain.conversation, sequence), "error": error}
         ) from error
     payload = ConversationEvent.chain_payload(stand_in)  # type: ignore[arg-type]
-    if _chain_hash(chain.head, payload, exact) != event.get("hash"):
+    digest = _chain_hash(chain.head, payload, fast)
+    if digest is None or digest != event.get("hash"):
         raise _Mismatch(
-            gettext("%(where)s: hash does not match the event's content.") % {"where": where()}
+            gettext("%(where)s: hash does not match the event's content.")
+            % {"where": _where(line, chain.conversation, sequence)}
         )
     chain.sequence = sequence
-    chain.head = event["hash"]
+    chain.head = digest
     if stand_in.kind in MESSAGE_EVENTS and isinstance(stand_in.data, dict):
         chain.message_hashes[stand_in.message_id] = (stand_in.data.get("body_hash"), sequence)
 
@@ -883,50 +976,54 @@ def _message_where(line: int, message: dict[str, Any]) -> str:
 
 
 def _message_check(
-    chain: _Chain, line: int, message: dict[str, Any], exact: bool, last_id: int
+    chain: _Chain, line: int, message: dict[str, Any], fast: bool, last_id: int
 ) -> int:
-    where = partial(_message_where, line, message)
+    # Described only when something is wrong, as in _event_check.
     message_id = message.get("id")
     if not isinstance(message_id, int) or message_id <= last_id:
         raise _Mismatch(
             gettext("%(where)s: messages are not ordered by conversation and id.")
-            % {"where": where()}
+            % {"where": _message_where(line, message)}
         )
     chained = chain.message_hashes.get(message_id)
     if chained is None:
         raise _Mismatch(
             gettext("%(where)s: the conversation's chain has no event for this message.")
-            % {"where": where()}
+            % {"where": _message_where(line, message)}
         )
     chained_hash, sequence = chained
     if message.get("body_hash") != chained_hash:
         raise _Mismatch(
             gettext("%(where)s: body_hash differs from the one chained at sequence %(seq)d.")
-            % {"where": where(), "seq": sequence}
+            % {"where": _message_where(line, message), "seq": sequence}
         )
     subject, body, variables = message.get("subject"), message.get("body"), message.get("variables")
     if message.get("erased_at"):
         # Erasure replaced the text; its hash stays on the chain. Nothing else may be there.
         if body != ERASED_TEXT or subject not in ("", ERASED_TEXT) or variables != {}:
             raise _Mismatch(
-                gettext("%(where)s: marked as erased but still holds text.") % {"where": where()}
+                gettext("%(where)s: marked as erased but still holds text.")
+                % {"where": _message_where(line, message)}
             )
         return message_id
     if not isinstance(subject, str) or not isinstance(body, str) or not isinstance(variables, dict):
-        raise _Mismatch(gettext("%(where)s: malformed message.") % {"where": where()})
-    if _content_hash(subject, body, variables, exact) != message["body_hash"]:
+        raise _Mismatch(
+            gettext("%(where)s: malformed message.") % {"where": _message_where(line, message)}
+        )
+    digest = _content_hash(subject, body, variables, fast)
+    if digest is None or digest != message["body_hash"]:
         raise _Mismatch(
             gettext("%(where)s: subject, body and variables do not match body_hash.")
-            % {"where": where()}
+            % {"where": _message_where(line, message)}
         )
     return message_id
 
 
-def _messages_of(chain: _Chain, messages: _Lookahead) -> None:
+def _messages_of(chain: _Chain, messages: _Lookahead, fast: bool) -> None:
     """Check the messages of `chain`'s conversation (the next ones in messages.jsonl)."""
     last_id = 0
     while messages.next is not None:
-        line, message, exact = messages.next
+        line, message = messages.next
         conversation = message.get("conversation")
         if not isinstance(conversation, int) or conversation < chain.conversation:
             raise _Mismatch(
@@ -935,26 +1032,28 @@ def _messages_of(chain: _Chain, messages: _Lookahead) -> None:
             )
         if conversation > chain.conversation:
             break
-        last_id = _message_check(chain, line, message, exact, last_id)
+        last_id = _message_check(chain, line, message, fast, last_id)
         messages.advance()
 
 
-def _walk(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def _walk_once(
+    directory: Path, manifest: dict[str, Any], fast: bool, hasher: Executor
+) -> dict[str, Any]:
     """Re-walk every chain from genesis and every message against it, in one streaming pass."""
     heads = manifest.get("chain_heads")
     if not isinstance(heads, dict):
         raise _Mismatch(gettext("%(file)s: no chain heads.") % {"file": MANIFEST})
-    event_reader = _JsonlReader(directory, EVENTS_JSONL)
-    message_reader = _JsonlReader(directory, MESSAGES_JSONL)
+    event_reader = _JsonlReader(directory, EVENTS_JSONL, fast, hasher)
+    message_reader = _JsonlReader(directory, MESSAGES_JSONL, fast, hasher)
     messages = _Lookahead(iter(message_reader))
     chain: _Chain | None = None
     conversations = 0
-    for line, event, exact in event_reader:
+    for line, event in event_reader:
         conversation = event.get("conversation")
         if chain is None or conversation != chain.conversation:
             if chain is not None:
                 _head_check(chain, heads)
-                _messages_of(chain, messages)
+                _messages_of(chain, messages, fast)
             if not isinstance(conversation, int) or (
                 chain is not None and conversation < chain.conversation
             ):
@@ -964,12 +1063,12 @@ def _walk(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
                 )
             chain = _Chain(conversation)
             conversations += 1
-        _event_check(chain, line, event, exact)
+        _event_check(chain, line, event, fast)
     if chain is not None:
         _head_check(chain, heads)
-        _messages_of(chain, messages)
+        _messages_of(chain, messages, fast)
     if messages.next is not None:
-        line, message, _exact = messages.next
+        line, message = messages.next
         raise _Mismatch(
             gettext("%(where)s: no events of this conversation in %(file)s.")
             % {"where": _message_where(line, message), "file": EVENTS_JSONL}
@@ -985,31 +1084,46 @@ def _walk(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
             }
         )
     return {
-        EVENTS_JSONL: {
-            "sha256": event_reader.digest.hexdigest(),
-            "bytes": event_reader.bytes,
-            "rows": event_reader.rows,
-        },
-        MESSAGES_JSONL: {
-            "sha256": message_reader.digest.hexdigest(),
-            "bytes": message_reader.bytes,
-            "rows": message_reader.rows,
-        },
+        EVENTS_JSONL: event_reader.summary(),
+        MESSAGES_JSONL: message_reader.summary(),
         "conversations": conversations,
     }
 
 
-def _file_digest(path: Path) -> dict[str, Any]:
+def _walk(directory: Path, manifest: dict[str, Any], hasher: Executor) -> dict[str, Any]:
+    """_walk_once, fast: orjson reads the lines and spells the hashed payloads.
+
+    json reads numbers a little differently (orjson reads an integer beyond 64 bits as a
+    float) and canonical_json spells some floats differently. Every hash the fast walk
+    accepts is the sealed one, whose bytes canonical_json wrote, so the exact walk accepts
+    it too. Anything the fast walk does not accept is walked again exactly, with json and
+    canonical_json, which finds and describes the first difference, if there is one.
+    """
+    try:
+        return _walk_once(directory, manifest, True, hasher)
+    except (_Mismatch, orjson.JSONDecodeError):
+        return _walk_once(directory, manifest, False, hasher)
+
+
+def _file_digest(path: Path) -> dict[str, Any] | None:
+    """The file's SHA-256 and size; None if there is no such file."""
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as handle:
-        while block := handle.read(WRITE_BUFFER):
-            digest.update(block)
-            size += len(block)
+    try:
+        with path.open("rb") as handle:
+            while block := handle.read(READ_BLOCK):
+                digest.update(block)
+                size += len(block)
+    except OSError:
+        return None
     return {"sha256": digest.hexdigest(), "bytes": size}
 
 
-def _files_check(directory: Path, manifest: dict[str, Any], walked: dict[str, Any]) -> None:
+def _files_check(
+    manifest: dict[str, Any],
+    walked: dict[str, Any],
+    hashed: dict[str, Future[dict[str, Any] | None]],
+) -> None:
     listed = manifest.get("files")
     if not isinstance(listed, dict) or set(listed) != set(DATA_FILES):
         raise _Mismatch(
@@ -1022,11 +1136,8 @@ def _files_check(directory: Path, manifest: dict[str, Any], walked: dict[str, An
             raise _Mismatch(
                 gettext("%(file)s: no entry for %(name)s.") % {"file": MANIFEST, "name": name}
             )
-        if name in walked:
-            found = walked[name]
-        elif (directory / name).is_file():
-            found = _file_digest(directory / name)
-        else:
+        found = walked[name] if name in walked else hashed[name].result()
+        if found is None:
             raise _Mismatch(gettext("%(file)s: missing.") % {"file": name})
         for key in ("rows", "bytes", "sha256"):
             if key in found and found[key] != expected.get(key):
@@ -1088,14 +1199,23 @@ def export_verify(directory: Path, *, manifest_sha256: str | None = None) -> Ver
                 gettext("%(file)s: sha256 is %(found)s; expected %(expected)s.")
                 % {"file": MANIFEST, "found": digest, "expected": manifest_sha256}
             )
-        walked = _walk(directory, manifest)
-        counts = {
-            "conversations": walked["conversations"],
-            "messages": walked[MESSAGES_JSONL]["rows"],
-            "events": walked[EVENTS_JSONL]["rows"],
-        }
-        _counts_check(manifest, counts)
-        _files_check(directory, manifest, walked)
+        # Hashing (hashlib and reads release the GIL) runs on other threads while this one
+        # walks the chains: the CSV files, which are only hashed, on one; the JSON Lines
+        # blocks the walk reads on another, so that they never wait behind a CSV file.
+        with ThreadPoolExecutor(max_workers=1) as pool, ThreadPoolExecutor(1) as hasher:
+            hashed = {
+                name: pool.submit(_file_digest, directory / name)
+                for name in DATA_FILES
+                if name not in (EVENTS_JSONL, MESSAGES_JSONL)
+            }
+            walked = _walk(directory, manifest, hasher)
+            counts = {
+                "conversations": walked["conversations"],
+                "messages": walked[MESSAGES_JSONL]["rows"],
+                "events": walked[EVENTS_JSONL]["rows"],
+            }
+            _counts_check(manifest, counts)
+            _files_check(manifest, walked, hashed)
     except _Mismatch as mismatch:
         return VerifyResult(
             ok=False, first_mismatch=str(mismatch), counts=counts, manifest_sha256=digest

@@ -548,3 +548,37 @@ def test_export_outside_a_transaction_reads_one_snapshot(tmp_path):
     export = conversations_export(actor=None, out_dir=tmp_path / "x")
     assert export.message_count == 1
     assert export_verify(tmp_path / "x").ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_second_session_reads_the_exports_snapshot(tmp_path, monkeypatch):
+    """Outside a transaction the messages are read in a second session: on the same snapshot,
+    so a change committed meanwhile is not exported (the export still verifies)."""
+    import threading
+
+    from django.db import connection
+
+    from tests.factories import TeamFactory
+
+    team = TeamFactory()
+    message = receive_text(ChannelAccountFactory(team=team), reachable_contact(team), "Hallo")
+    original = exports_module._write_messages
+
+    def change_then_write(*args):
+        def change() -> None:
+            Message.objects.filter(pk=message.pk).update(body="Geändert")
+            connection.close()
+
+        # Another thread has its own session: its change commits after the snapshot was taken.
+        writer = threading.Thread(target=change)
+        writer.start()
+        writer.join()
+        return original(*args)
+
+    monkeypatch.setattr(exports_module, "_write_messages", change_then_write)
+    conversations_export(actor=None, out_dir=tmp_path / "x")
+
+    assert [m["body"] for m in _lines(tmp_path / "x" / "messages.jsonl")] == ["Hallo"]
+    assert Message.objects.get(pk=message.pk).body == "Geändert"
+    assert export_verify(tmp_path / "x").ok

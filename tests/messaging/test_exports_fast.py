@@ -1,15 +1,18 @@
 """The fast paths of the auditor export: PostgreSQL writes the rows (byte-identical to the
-Python writer) and the verifier reads with orjson (hashing exactly like canonical_json)."""
+Python writer) and the verifier reads with orjson, handing whatever orjson cannot vouch for
+to an exact walk with json and canonical_json."""
 
 import datetime as dt
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from crm.ledger import canonical_json
-from messaging.models import Message
+from crm.ledger import GENESIS_HASH, canonical_json, chain_hash, sha256_hex
+from messaging.models import ConversationEvent, Message
 from messaging.services import exports as exports_module
 from messaging.services.exports import conversations_export, export_verify
+from messaging.services.ledger import content_hash
 from tests.factories import ChannelAccountFactory
 from tests.messaging.helpers import reachable_contact, receive_text
 
@@ -83,7 +86,65 @@ def test_awkward_text_round_trips_and_verifies(team, auditor, tmp_path):
     ],
 )
 def test_canonical_spelling_equals_canonical_json(payload):
-    assert exports_module._canonical(payload, exact=True) == canonical_json(payload)
+    assert exports_module._canonical(payload, fast=True) == canonical_json(payload)
+
+
+def _sealed_export(directory, variables, spelled_variables=None):
+    """A one-message export written by hand: its message's variables are `variables`,
+    spelled in messages.jsonl as `spelled_variables` (JSON text) when given."""
+    body_hash = content_hash(subject="", body="Hallo", variables=variables)
+    at = "2025-03-01T12:00:00+00:00"
+    event = {
+        "conversation": 7,
+        "sequence": 1,
+        "kind": "message_in",
+        "message": 70,
+        "actor_label": "",
+        "data": {"body_hash": body_hash},
+        "occurred_at": at,
+        "recorded_at": at,
+        "previous_hash": GENESIS_HASH,
+    }
+    stand_in = exports_module._ExportedEvent(
+        conversation_id=7,
+        sequence=1,
+        kind="message_in",
+        message_id=70,
+        actor_label="",
+        data=event["data"],
+        occurred_at=dt.datetime.fromisoformat(at),
+        recorded_at=dt.datetime.fromisoformat(at),
+    )
+    event["hash"] = chain_hash(GENESIS_HASH, ConversationEvent.chain_payload(stand_in))
+    message = json.dumps(
+        {
+            "id": 70,
+            "conversation": 7,
+            "subject": "",
+            "body": "Hallo",
+            "variables": "VARIABLES",
+            "body_hash": body_hash,
+        }
+    ).replace('"VARIABLES"', spelled_variables or json.dumps(variables))
+    directory.mkdir()
+    files = {
+        "messages.jsonl": (message + "\n").encode(),
+        "events.jsonl": (json.dumps(event) + "\n").encode(),
+        "messages.csv": b"",
+        "events.csv": b"",
+    }
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    manifest = {
+        "format_version": exports_module.EXPORT_FORMAT_VERSION,
+        "counts": {"conversations": 1, "messages": 1, "events": 1},
+        "files": {
+            name: {"sha256": sha256_hex(data), "bytes": len(data), "rows": data.count(b"\n")}
+            for name, data in files.items()
+        },
+        "chain_heads": {"7": {"sequence": 1, "hash": event["hash"]}},
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest))
 
 
 @pytest.mark.parametrize(
@@ -94,22 +155,47 @@ def test_canonical_spelling_equals_canonical_json(payload):
         {"liste": [0.5, -2.5e-7]},
     ],
 )
-def test_lines_with_floats_or_huge_integers_are_read_by_json(tmp_path, variables):
-    """orjson spells floats differently and reads huge integers as floats: such lines take
-    json's exact path, so their hashes still match canonical_json."""
-    (tmp_path / "x.jsonl").write_text(
-        json.dumps({"variables": variables}, ensure_ascii=False) + "\n", encoding="utf-8"
+def test_floats_and_huge_integers_verify(tmp_path, variables):
+    """orjson spells some floats differently from json and reads huge integers as floats:
+    the fast walk does not accept such hashes, the exact walk (json) does."""
+    _sealed_export(tmp_path / "x", variables)
+    result = export_verify(tmp_path / "x")
+    assert result.ok, result.first_mismatch
+
+
+def test_text_holding_e_plus_stays_on_the_fast_walk(tmp_path):
+    """Only a float spelled "…e+…" needs the exact walk, not a text that holds "e+"."""
+    _sealed_export(tmp_path / "x", {"formel": "one+two", "preis": "1e+16"})
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    with ThreadPoolExecutor(1) as hasher:
+        walked = exports_module._walk_once(tmp_path / "x", manifest, True, hasher)
+    assert walked["conversations"] == 1
+
+
+def test_a_float_respelled_as_a_huge_integer_is_refused(tmp_path):
+    """orjson reads the integer as the very float that was sealed; json, as canonical_json
+    hashes, reads an integer: the content no longer matches its hash."""
+    sealed = 123456789012345678901234567890.0
+    _sealed_export(tmp_path / "x", {"riesig": sealed}, '{"riesig": 123456789012345678901234567890}')
+    assert exports_module.orjson.loads(b"123456789012345678901234567890") == sealed
+
+    assert export_verify(tmp_path / "x").first_mismatch == (
+        "messages.jsonl line 1 (message 70, conversation 7): subject, body and variables do "
+        "not match body_hash."
     )
-    [(line, row, exact)] = list(exports_module._JsonlReader(tmp_path, "x.jsonl"))
-    assert (line, row, exact) == (1, {"variables": variables}, False)
-    assert exports_module._canonical(row, exact) == canonical_json(row)
 
 
-def test_lines_are_split_across_read_blocks(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fast", [True, False])
+def test_lines_are_split_across_read_blocks(tmp_path, monkeypatch, fast):
     monkeypatch.setattr(exports_module, "READ_BLOCK", 7)
     rows = [{"id": index, "text": "ä" * index} for index in range(20)]
     data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
     (tmp_path / "x.jsonl").write_bytes(data + b'{"last": true}')
-    reader = exports_module._JsonlReader(tmp_path, "x.jsonl")
-    assert [row for _line, row, _exact in reader] == [*rows, {"last": True}]
-    assert (reader.rows, reader.bytes) == (21, len(data) + 14)
+    with ThreadPoolExecutor(1) as hasher:
+        reader = exports_module._JsonlReader(tmp_path, "x.jsonl", fast, hasher)
+        assert [row for _line, row in reader] == [*rows, {"last": True}]
+        assert reader.summary() == {
+            "sha256": sha256_hex(data + b'{"last": true}'),
+            "bytes": len(data) + 14,
+            "rows": 21,
+        }
