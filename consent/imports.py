@@ -16,11 +16,18 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.translation import gettext as _
 
-from consent.models import ConsentAction, ConsentEvent, ConsentSource, ConsentText, Purpose
-from consent.selectors import suppressed_hashes
+from consent.models import (
+    ConsentAction,
+    ConsentEvent,
+    ConsentSource,
+    ConsentText,
+    Purpose,
+    Suppression,
+)
 from consent.services.ledger import ConsentChange, Evidence, consent_record_many
 from crm.hashing import address_hash
 from crm.imports.columns import ImportRow, header_key
+from crm.imports.lookups import any_of
 from crm.models import Contact, ContactImport, Team
 
 PURPOSE: Final = "consentpurpose"
@@ -40,14 +47,22 @@ def _cells(row: ImportRow) -> dict[str, str]:
 
 def refuse_suppressed(team: Team, rows: list[ImportRow]) -> dict[int, str]:
     """Rows carrying an address on the suppression list are refused (one query per batch)."""
-    hashes = {address_hash(address) for row in rows for _channel, address in row.points}
-    suppressed = suppressed_hashes(hashes)
+    hashes = {address: address_hash(address) for row in rows for _channel, address in row.points}
+    if not hashes:
+        return {}
+    # One query with one array parameter for the whole batch (see crm.imports.lookups), not
+    # consent.selectors.suppressed_hashes' queries of 1,000 parameters each.
+    suppressed = set(
+        Suppression.objects.filter(any_of("address_hash", set(hashes.values()))).values_list(
+            "address_hash", flat=True
+        )
+    )
     if not suppressed:
         return {}
     refused = {}
     for row in rows:
         for _channel, address in row.points:
-            if address_hash(address) in suppressed:
+            if hashes[address] in suppressed:
                 refused[row.line] = _(
                     "“%(address)s” is on the suppression list and must not be imported."
                 ) % {"address": address}
@@ -141,6 +156,12 @@ def record_import_consent(
     contact_import: ContactImport, accepted: list[tuple[Contact, ImportRow]]
 ) -> list[tuple[int, str]]:
     """Record `granted` (source import) for rows that claim consent with full evidence."""
+    # All rows of a batch share the file's columns: without a purpose column no row claims
+    # consent, and no row's cells need to be looked at.
+    if not accepted or not any(
+        header_key(label) == PURPOSE for label in accepted[0][1].columns.labels
+    ):
+        return []
     rows = [(contact, row, _cells(row)) for contact, row in accepted]
     claims = [(contact, row, cells) for contact, row, cells in rows if cells.get(PURPOSE)]
     if not claims:

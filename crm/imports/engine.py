@@ -14,7 +14,14 @@ from simple_history.utils import bulk_update_with_history
 from crm.hashing import address_hash
 from crm.imports import hooks
 from crm.imports.columns import ATTRIBUTE_PREFIX, PHONE_CHANNELS, ImportRow
-from crm.imports.writes import InstanceMaker, create_with_history
+from crm.imports.lookups import any_of
+from crm.imports.writes import (
+    InstanceMaker,
+    create_with_history,
+    insert_links,
+    load,
+    load_deferred,
+)
 from crm.models import Channel, Contact, ContactImport, ContactPoint, ImportRejection, Tag, Team
 
 if TYPE_CHECKING:
@@ -131,6 +138,26 @@ def _apply_row(target: Target, row: ImportRow) -> None:
             target.new_tags.append(tag)
 
 
+# What matching, diffing and the row hooks read of a matched contact. The timestamps (two
+# datetimes to parse per contact) load only for the contacts a batch updates, whose history
+# rows copy created_at.
+_MATCHED_FIELDS: Final = [
+    f.name for f in Contact._meta.concrete_fields if f.name not in ("created_at", "updated_at")
+]
+
+
+# What a row matched a contact by: (external id or address, whether it is the external id).
+# A plain tuple per match; only the keys of rows in conflict are described (translated).
+_Key = tuple[str, bool]
+
+
+def _describe_key(key: _Key) -> str:
+    value, is_external_id = key
+    if is_external_id:
+        return _("external id “%(id)s”") % {"id": value}
+    return f"“{value}”"
+
+
 class _Matcher:
     """Finds, for each row, the contact it means: in the team (one query per key kind for the
     whole batch) or earlier in the same batch, so duplicates within a file merge."""
@@ -141,39 +168,47 @@ class _Matcher:
         emails = {a for row in rows for c, a in row.points if c == Channel.EMAIL}
         phones = {a for row in rows for c, a in row.points if c in PHONE_CHANNELS}
         owner_ids: set[int] = set()
+        # Sets only from here on: .order_by() spares the database the models' default order.
         if external_ids:
             owner_ids |= set(
-                Contact.objects.filter(team=team, external_id__in=external_ids).values_list(
-                    "id", flat=True
-                )
+                Contact.objects.filter(any_of("external_id", external_ids), team=team)
+                .order_by()
+                .values_list("id", flat=True)
             )
         address_q = Q()
         if emails:
-            address_q |= Q(channel=Channel.EMAIL, address__in=emails)
+            address_q |= Q(channel=Channel.EMAIL) & any_of("address", emails)
         if phones:
-            address_q |= Q(channel__in=PHONE_CHANNELS, address__in=phones)
+            address_q |= Q(channel__in=PHONE_CHANNELS) & any_of("address", phones)
         if address_q:
             owner_ids |= set(
-                ContactPoint.objects.filter(address_q, team=team).values_list(
-                    "contact_id", flat=True
-                )
+                ContactPoint.objects.filter(address_q, team=team)
+                .order_by()
+                .values_list("contact_id", flat=True)
             )
         self.by_external_id: dict[str, Target] = {}
         self.by_address: dict[tuple[str, str], Target] = {}
         if not owner_ids:
             return
-        contacts = Contact.objects.filter(id__in=owner_ids).order_by("id")
+        contacts = Contact.objects.filter(any_of("id", owner_ids)).order_by("id")
         if lock:
             # Rows are compared with the state they will overwrite: no edit may slip between.
             contacts = contacts.select_for_update()
-        targets = {c.pk: Target(contact=c, is_new=False, first_line=0) for c in contacts}
-        for contact_id, channel, address in ContactPoint.objects.filter(
-            contact_id__in=owner_ids
-        ).values_list("contact_id", "channel", "address"):
+        targets = {
+            c.pk: Target(contact=c, is_new=False, first_line=0)
+            for c in load(contacts, _MATCHED_FIELDS)
+        }
+        for contact_id, channel, address in (
+            ContactPoint.objects.filter(any_of("contact_id", owner_ids))
+            .order_by()
+            .values_list("contact_id", "channel", "address")
+        ):
             targets[contact_id].points.add((channel, address))
         through = Contact.tags.through
-        for contact_id, tag_id in through.objects.filter(contact_id__in=owner_ids).values_list(
-            "contact_id", "tag_id"
+        for contact_id, tag_id in (
+            through.objects.filter(any_of("contact_id", owner_ids))
+            .order_by()
+            .values_list("contact_id", "tag_id")
         ):
             targets[contact_id].tag_names.add(tags.by_id.get(tag_id, f"#{tag_id}"))
         for target in targets.values():
@@ -185,33 +220,35 @@ class _Matcher:
         for point in target.points:
             self.by_address[point] = target
 
-    def matches(self, row: ImportRow) -> list[tuple[str, Target]]:
+    def matches(self, row: ImportRow) -> list[tuple[_Key, Target]]:
         """(key, contact) pairs in priority order: external id, e-mail, phone."""
-        found: list[tuple[str, Target]] = []
+        found: list[tuple[_Key, Target]] = []
         external_id = row.fields.get("external_id")
         if external_id and external_id in self.by_external_id:
-            found.append(
-                (_("external id “%(id)s”") % {"id": external_id}, self.by_external_id[external_id])
-            )
-        for channel, address in sorted(row.points, key=lambda p: p[0] != Channel.EMAIL):
+            found.append(((external_id, True), self.by_external_id[external_id]))
+        for channel, address in sorted(row.points, key=_email_first):
             candidates = [(channel, address)]
             if channel in PHONE_CHANNELS:
                 candidates = [(c, address) for c in PHONE_CHANNELS]
             for candidate in candidates:
                 if candidate in self.by_address:
-                    found.append((f"“{address}”", self.by_address[candidate]))
+                    found.append(((address, False), self.by_address[candidate]))
                     break
         return found
 
 
-def _conflict(row: ImportRow, matches: list[tuple[str, Target]]) -> str:
+def _email_first(point: tuple[str, str]) -> bool:
+    return point[0] != Channel.EMAIL
+
+
+def _conflict(row: ImportRow, matches: list[tuple[_Key, Target]]) -> str:
     """Why the row cannot be applied to the one contact it matched, or to several; '' if fine."""
-    distinct = {id(target) for _key, target in matches}
-    if len(distinct) > 1:
-        parts = ", ".join(f"{key} → {target.describe()}" for key, target in matches)
-        return _("Conflict: the row points to different contacts (%(parts)s).") % {"parts": parts}
     if not matches:
         return ""
+    first = matches[0][1]
+    if any(target is not first for _key, target in matches):
+        parts = ", ".join(f"{_describe_key(key)} → {target.describe()}" for key, target in matches)
+        return _("Conflict: the row points to different contacts (%(parts)s).") % {"parts": parts}
     key, target = matches[0]
     external_id = row.fields.get("external_id")
     theirs = target.contact.external_id
@@ -219,7 +256,12 @@ def _conflict(row: ImportRow, matches: list[tuple[str, Target]]) -> str:
         return _(
             "Conflict: %(key)s belongs to %(contact)s, whose external id is “%(theirs)s”, "
             "not “%(ours)s”."
-        ) % {"key": key, "contact": target.describe(), "theirs": theirs, "ours": external_id}
+        ) % {
+            "key": _describe_key(key),
+            "contact": target.describe(),
+            "theirs": theirs,
+            "ours": external_id,
+        }
     return ""
 
 
@@ -290,6 +332,7 @@ def apply_plan(
     )
     if plan.updated:
         fields = sorted({name for target in plan.updated for name in target.changed_fields})
+        load_deferred([target.contact for target in plan.updated], ["created_at"])
         for target in plan.updated:
             target.contact.updated_at = now
         bulk_update_with_history(
@@ -302,9 +345,10 @@ def apply_plan(
         )
     points: list[ContactPoint] = []
     new_point = InstanceMaker(ContactPoint, team_id=contact_import.team_id)
-    links = []
-    through = Contact.tags.through
+    links: list[tuple[int, int]] = []
     for target in [*plan.created, *plan.touched]:
+        if not (target.new_points or target.new_tags):
+            continue
         contact = target.contact
         primary_channels = {c for c, _a in target.points - set(target.new_points)}
         for channel, address in target.new_points:
@@ -318,13 +362,9 @@ def apply_plan(
                 )
             )
             primary_channels.add(channel)
-        links += [
-            through(contact_id=contact.pk, tag_id=tags.by_name[tag.lower()].pk)
-            for tag in target.new_tags
-        ]
+        links += [(contact.pk, tags.by_name[tag.lower()].pk) for tag in target.new_tags]
     create_with_history(ContactPoint, points, actor=actor, reason=reason, now=now)
-    if links:
-        through.objects.bulk_create(links, ignore_conflicts=True)
+    insert_links(Contact.tags.through, links)
     rejections = [
         ImportRejection(
             contact_import=contact_import,

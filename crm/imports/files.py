@@ -106,7 +106,8 @@ def _csv_rows(reader: Any) -> Iterator[tuple[int, list[str]]]:
             ) from exc
         line = previous + 1
         previous = reader.line_num
-        if any(cell.strip() for cell in cells):
+        # Some cell holds more than whitespace (one join instead of a strip per cell).
+        if "".join(cells).strip():
             yield line, cells
 
 

@@ -34,9 +34,11 @@ def run_checks(team: Team, rows: list[ImportRow]) -> None:
         candidates = [row for row in rows if not row.error]
         if not candidates:
             return
-        for line, reason in check(team, candidates).items():
+        refused = check(team, candidates)
+        if refused:
             for row in candidates:
-                if row.line == line:
+                reason = refused.get(row.line)
+                if reason:
                     row.error = reason
 
 

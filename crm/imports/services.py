@@ -4,11 +4,13 @@ import_file (the management command) and write_report."""
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import itertools
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
@@ -34,7 +36,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-BATCH_SIZE: Final = 2000
+# Per batch: a dozen queries, one commit, one progress update; its rows' cells in memory.
+BATCH_SIZE: Final = 5000
 PREVIEW_ROWS: Final = 20
 ALLOWED_EXTENSIONS: Final = (".csv", ".xlsx")
 IMPORT_PERMISSION: Final = "crm.add_contactimport"
@@ -165,6 +168,27 @@ def contact_import_preview(
     )
 
 
+# Collect young objects after this many allocations instead of 700 (see _few_collections).
+_YOUNG_GENERATION_THRESHOLD: Final = 50_000
+
+
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector less often while batches are processed.
+
+    A batch allocates hundreds of thousands of objects (rows, their cells, contacts, sets)
+    that all live until the batch is written. With the default threshold the collector
+    traverses them again and again on the way, which costs a third of the import's Python
+    time; collecting every 50,000 allocations still frees cycles batch by batch.
+    """
+    thresholds = gc.get_threshold()
+    gc.set_threshold(_YOUNG_GENERATION_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+
+
 class _Superseded(Exception):
     """Another run of the same import moved on: this one stops without touching anything."""
 
@@ -260,13 +284,14 @@ def contact_import_run(
                 )
             if progress is not None:
                 progress(contact_import)
-            _run_batches(
-                contact_import,
-                source,
-                columns,
-                progress=progress,
-                batch_size=batch_size or BATCH_SIZE,
-            )
+            with _few_collections():
+                _run_batches(
+                    contact_import,
+                    source,
+                    columns,
+                    progress=progress,
+                    batch_size=batch_size or BATCH_SIZE,
+                )
             delimiter = source.delimiter
         _finish(contact_import, delimiter=delimiter)
     except _Superseded:

@@ -3,8 +3,9 @@
 Both paths write the same rows. The history rows are what simple-history's
 bulk_create_with_history writes (bulk_create sends no signals, so history is written
 explicitly): one "+" row per created object with the importing user, the import as change
-reason and one timestamp for the batch. COPY needs the ids before it writes, so they are
-taken from the table's own sequence in one query, as an INSERT would take them.
+reason and one timestamp for the batch; on PostgreSQL the database copies them from the
+rows just written. COPY needs the ids before it writes, so they are taken from the table's
+own sequence in one query, as an INSERT would take them.
 
 Model instances are made by copying a prototype's state (see InstanceMaker): at a million
 rows, Model.__init__ alone would cost more than the whole COPY.
@@ -13,13 +14,16 @@ rows, Model.__init__ alone would cost more than the whole COPY.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import connection, models
 from django.db.models.base import ModelState
 from psycopg.types.json import Jsonb
 from simple_history.utils import bulk_create_with_history
+
+from crm.imports.lookups import any_of
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -54,6 +58,38 @@ class InstanceMaker:
         return instance
 
 
+def load(queryset: models.QuerySet[M], fields: Sequence[str]) -> Iterator[M]:
+    """The queryset's objects with only `fields` loaded, made like InstanceMaker makes them.
+
+    Values come through values_list (with the fields' database converters); the instances
+    are what `queryset.only(*fields)` returns without Model.__init__ per row: any other
+    field loads from the database when it is first read, as a deferred field does.
+    """
+    model = queryset.model
+    names = [model._meta.get_field(name).attname for name in fields]
+    db = queryset.db
+    for values in queryset.values_list(*names):
+        instance = model.__new__(model)
+        state = ModelState()
+        state.adding = False
+        state.db = db
+        instance.__dict__.update(zip(names, values, strict=True))
+        instance.__dict__["_state"] = state
+        yield instance
+
+
+def load_deferred(instances: Sequence[models.Model], fields: Sequence[str]) -> None:
+    """Fill in `fields` of instances from load() in one query (not one refresh per object)."""
+    if not instances:
+        return
+    model = type(instances[0])
+    names = [model._meta.get_field(name).attname for name in fields]
+    by_pk = {instance.pk: instance for instance in instances}
+    rows = model._base_manager.filter(any_of("pk", by_pk)).order_by().values_list("pk", *names)
+    for pk, *values in rows:
+        by_pk[pk].__dict__.update(zip(names, values, strict=True))
+
+
 def uses_copy() -> bool:
     return connection.vendor == "postgresql"
 
@@ -80,13 +116,27 @@ def create_with_history(
         return
     fields = model._meta.concrete_fields
     ids = _reserve_ids(model, len(instances))
+    pk_name = model._meta.pk.attname
+    alias = connection.alias
     for instance, pk in zip(instances, ids, strict=True):
-        instance.pk = pk
-        instance.created_at = now
-        instance.updated_at = now
+        instance.__dict__.update({pk_name: pk, "created_at": now, "updated_at": now})
         instance._state.adding = False
-        instance._state.db = connection.alias
+        instance._state.db = alias
     _copy(model, [f.column for f in fields], _values(instances, fields))
+    _copy_history(model, ids, actor=actor, reason=reason, now=now)
+
+
+def _copy_history(
+    model: type[models.Model],
+    ids: list[int],
+    *,
+    actor: AbstractBaseUser | None,
+    reason: str,
+    now: dt.datetime,
+) -> None:
+    """The "+" history rows of the objects just copied in, made by the database from them:
+    one INSERT … SELECT (in id order, as the objects were written) instead of every row
+    going through Python a second time."""
     history = model.history.model  # type: ignore[attr-defined]
     extra = {
         "history_date": now,
@@ -96,18 +146,57 @@ def create_with_history(
     }
     history_fields = [f for f in history._meta.concrete_fields if f.attname != "history_id"]
     copied = [f for f in history_fields if f.attname not in extra]
-    constant = tuple(extra[f.attname] for f in history_fields if f.attname in extra)
-    columns = [f.column for f in copied] + [f.column for f in history_fields if f.attname in extra]
-    _copy(history, columns, (row + constant for row in _values(instances, copied)))
+    constant = [f for f in history_fields if f.attname in extra]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in [*copied, *constant])
+    sources = ", ".join(quote(model._meta.get_field(f.name).column) for f in copied)
+    pk = quote(model._meta.pk.column)
+    statement = (
+        f"INSERT INTO {quote(history._meta.db_table)} ({columns}) "  # noqa: S608 - model names
+        f"SELECT {sources}, {', '.join(['%s'] * len(constant))} "
+        f"FROM {quote(model._meta.db_table)} WHERE {pk} = ANY(%s) ORDER BY {pk}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [*(extra[f.attname] for f in constant), ids])
 
 
 def _values(instances: Sequence[models.Model], fields: Sequence[models.Field]) -> Any:
     """Each instance's values in the order of `fields`, JSON wrapped for COPY."""
-    names = [f.attname for f in fields]
-    json_names = {f.attname for f in fields if isinstance(f, models.JSONField)}
+    get = operator.itemgetter(*(f.attname for f in fields))
+    json_positions = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
     for instance in instances:
-        state = instance.__dict__
-        yield tuple(Jsonb(state[name]) if name in json_names else state[name] for name in names)
+        values = get(instance.__dict__)
+        if json_positions:
+            values = list(values)
+            for i in json_positions:
+                values[i] = Jsonb(values[i])
+            values = tuple(values)
+        yield values
+
+
+def insert_links(through: type[models.Model], pairs: Sequence[tuple[int, int]]) -> None:
+    """Insert many-to-many rows (from id, to id) of `through`, skipping those that exist.
+
+    On PostgreSQL one INSERT … SELECT FROM unnest() of two arrays: two parameters, no model
+    instances (bulk_create builds and prepares one per link).
+    """
+    if not pairs:
+        return
+    source, target = (f for f in through._meta.concrete_fields if f.is_relation)
+    if not uses_copy():
+        through.objects.bulk_create(
+            [through(**{source.attname: a, target.attname: b}) for a, b in pairs],
+            ignore_conflicts=True,
+        )
+        return
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(through._meta.db_table)} "  # noqa: S608 - names from the model
+            f"({quote(source.column)}, {quote(target.column)}) "
+            "SELECT * FROM unnest(%s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
+            [[a for a, _b in pairs], [b for _a, b in pairs]],
+        )
 
 
 def _reserve_ids(model: type[models.Model], count: int) -> list[int]:

@@ -5,6 +5,7 @@ Model.__init__, COPY instead of bulk_create."""
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from django.db import connection
@@ -14,7 +15,8 @@ from crm.addresses import AddressInvalid, normalise_email, normalise_phone
 from crm.imports import import_file, writes
 from crm.imports.emails import normalise_import_email
 from crm.imports.phones import normalise_import_phone
-from crm.models import Contact, ContactPoint
+from crm.models import Channel, Contact, ContactPoint
+from crm.services import contact_create
 from tests.crm.test_import import HEADER, write_csv
 from tests.factories import TeamFactory
 
@@ -170,3 +172,35 @@ def test_copy_path_writes_what_the_orm_path_writes(tmp_path, make_user, monkeypa
 )
 def test_import_email_normalisation_equals_the_general_one(raw):
     assert outcome(normalise_import_email, raw) == outcome(normalise_email, raw)
+
+
+def test_matched_contacts_load_without_timestamps_and_updates_keep_created_at(
+    tmp_path, team, marketing
+):
+    """Matched contacts are loaded without their timestamps (writes.load); the contacts a
+    batch updates get created_at in one query, so their "~" history rows carry it."""
+    existing = [
+        contact_create(
+            team=team,
+            actor=marketing,
+            external_id=f"E{i}",
+            points=[(Channel.EMAIL, f"p{i}@example.org")],
+        )
+        for i in range(6)
+    ]
+    rows = [[f"E{i}", f"Neu{i}", "", f"p{i}@example.org", "", ""] for i in range(6)]
+    path = write_csv(tmp_path / "contacts.csv", rows)
+
+    with CaptureQueriesContext(connection) as one_batch:
+        result = import_file(path=path, team=team, actor=marketing, batch_size=10)
+
+    assert (result.updated_count, result.rejected_count) == (6, 0)
+    for contact in existing:
+        contact.refresh_from_db()
+        latest = contact.history.latest()
+        assert (latest.history_type, latest.first_name) == ("~", contact.first_name)
+        assert latest.created_at == contact.created_at
+    assert contact.first_name == "Neu5"
+    # The six contacts cost no query of their own (no refresh per deferred field).
+    by_one_id = re.compile(r'^SELECT .* WHERE "crm_contact"\."id" = \d')
+    assert not [q for q in one_batch.captured_queries if by_one_id.search(q["sql"])]
