@@ -13,13 +13,16 @@ campaign batches use); a single decision is a batch of one, so both forms apply 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -119,7 +122,8 @@ class SendRequest:
     # Re-checks of a queued message must not count the message itself against the cap.
     message_id: int | None = None
 
-    @property
+    # Cached: the rules ask several times per decision, and a frozen request keeps its version.
+    @functools.cached_property
     def purpose(self) -> Purpose | None:
         """Whose consent is needed: the template's purpose; none for service messages."""
         if self.template_version is None:
@@ -143,7 +147,7 @@ class SendRequest:
         )
 
 
-def _primary_point(contact: Contact | OuterRef, channel: str) -> QuerySet[ContactPoint]:
+def _primary_point(contact: Contact, channel: str) -> QuerySet[ContactPoint]:
     return ContactPoint.objects.filter(contact=contact, channel=channel).order_by(
         "-is_primary", "id"
     )
@@ -211,63 +215,161 @@ def _counted_messages() -> QuerySet[Message]:
     return Message.objects.filter(direction=Direction.OUTBOUND, status__in=COUNTED_STATUSES)
 
 
-# What the gate records of a grant.
-_CONSENT_FIELDS: Final = ("pk", "last_event_id", "since", "valid_until")
+# What the gate records of a grant, in the order the facts query reads them.
+_GRANT_COLUMNS: Final = ("id", "last_event_id", "since", "valid_until")
+# A stable order for the statuses' placeholders, so equal shapes give equal SQL text.
+_COUNTED: Final = tuple(sorted(COUNTED_STATUSES))
 
 
-def _contact_columns(requests: Sequence[SendRequest], at: dt.datetime) -> dict[str, Any]:
-    """Per contact: primary address, its hash and suppression per channel, current grant per
-    purpose and channel, counted messages per capped purpose. The columns grow with the
-    channels and purposes of a batch, never with its length."""
-    columns: dict[str, Any] = {}
-    for channel in {r.account.channel for r in requests if not r.address}:
-        columns[f"address_{channel}"] = Subquery(
-            _primary_point(OuterRef("pk"), channel).values("address")[:1]
+@dataclass(frozen=True)
+class _FactsShape:
+    """What a batch reads per contact: primary address and its suppression per channel,
+    current grant per (purpose, channel), counted messages per capped purpose. It grows with
+    the channels and purposes of a batch, never with its length."""
+
+    channels: tuple[str, ...]
+    grants: tuple[tuple[int, str], ...]
+    capped: tuple[Purpose, ...]
+
+    @classmethod
+    def of(cls, requests: Sequence[SendRequest]) -> _FactsShape:
+        capped = {purpose for purpose in map(_frequency_capped, requests) if purpose is not None}
+        return cls(
+            channels=tuple(sorted({r.account.channel for r in requests if not r.address})),
+            grants=tuple(
+                sorted({(r.purpose.pk, r.account.channel) for r in requests if _needs_consent(r)})
+            ),
+            capped=tuple(sorted(capped, key=lambda purpose: purpose.pk)),
         )
-        # ContactPoint.address_hash is address_hash(address), kept so by every writer.
-        point_hash = _primary_point(OuterRef(OuterRef("pk")), channel).values("address_hash")
-        columns[f"suppressed_{channel}"] = Exists(
-            Suppression.objects.filter(address_hash=Subquery(point_hash[:1]))
-        )
-    for purpose_id, channel in {
-        (r.purpose.pk, r.account.channel) for r in requests if _needs_consent(r)
-    }:
-        grant = Consent.objects.filter(
-            Q(valid_until__isnull=True) | Q(valid_until__gt=at),
-            contact=OuterRef("pk"),
-            purpose_id=purpose_id,
-            channel=channel,
-            status=ConsentStatus.GRANTED,
-        )
-        for name in _CONSENT_FIELDS:
-            columns[f"consent_{purpose_id}_{channel}_{name}"] = Subquery(grant.values(name)[:1])
-    for purpose in {p for p in map(_frequency_capped, requests) if p is not None}:
-        sent = (
-            _counted_messages()
-            .filter(
-                contact=OuterRef("pk"), purpose=purpose, created_at__gte=_cap_since(purpose, at)
+
+    # Column positions in a row of _facts_sql: the contact id, then two per channel,
+    # _GRANT_COLUMNS per grant, one per capped purpose.
+    def address_column(self, channel: str) -> int:
+        return 1 + 2 * self.channels.index(channel)
+
+    def grant_column(self, purpose_id: int, channel: str) -> int:
+        index = self.grants.index((purpose_id, channel))
+        return 1 + 2 * len(self.channels) + len(_GRANT_COLUMNS) * index
+
+    def sent_column(self, purpose: Purpose) -> int:
+        grants = len(_GRANT_COLUMNS) * len(self.grants)
+        return 1 + 2 * len(self.channels) + grants + self.capped.index(purpose)
+
+    def rows(
+        self, db: BaseDatabaseWrapper, contact_ids: set[int], at: dt.datetime
+    ) -> dict[int, tuple[Any, ...]]:
+        """Contact id -> its row of _facts_sql, in one query (none when nothing is read)."""
+        if not (self.channels or self.grants or self.capped):
+            return {}
+        sql = _facts_sql(db.vendor, len(self.channels), len(self.grants), len(self.capped))
+        adapt = db.ops.adapt_datetimefield_value
+        ids = list(contact_ids)
+        params: dict[str, Any] = {
+            "contacts": ids if db.vendor == "postgresql" else json.dumps(ids),
+            "at": adapt(at),
+            "granted": ConsentStatus.GRANTED,
+            "outbound": Direction.OUTBOUND,
+            **{f"counted_{i}": status for i, status in enumerate(_COUNTED)},
+        }
+        for i, channel in enumerate(self.channels):
+            params[f"channel_{i}"] = channel
+        for i, (purpose_id, channel) in enumerate(self.grants):
+            params[f"grant_purpose_{i}"], params[f"grant_channel_{i}"] = purpose_id, channel
+        for i, purpose in enumerate(self.capped):
+            params[f"capped_purpose_{i}"] = purpose.pk
+            params[f"capped_since_{i}"] = adapt(_cap_since(purpose, at))
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            return {row[0]: row for row in cursor.fetchall()}
+
+
+@functools.lru_cache(maxsize=64)
+def _facts_sql(vendor: str, channels: int, grants: int, capped: int) -> str:
+    """The facts query for a shape with that many channels, grants and capped purposes.
+
+    Raw SQL because compiling the equivalent ORM query (a subquery per column) cost more than
+    running it; the text is built once per shape and vendor, the values are named parameters
+    (see _FactsShape.rows). Same facts as the ORM's: primary point by is_primary desc, id;
+    suppression of that point's hash (ContactPoint.address_hash is address_hash(address),
+    kept so by every writer); the granted consent valid at `at` (one at most per contact,
+    purpose and channel); counted outbound messages since the cap period began.
+    """
+    point, consent = ContactPoint._meta.db_table, Consent._meta.db_table
+
+    def first(table: str, columns: Sequence[str], alias: str, condition: str) -> str:
+        """Joins as `alias` the first row of `table` (as q) that `condition` picks for c."""
+        if vendor == "postgresql":
+            # LATERAL with LIMIT stays one index probe per contact; a plain join made
+            # PostgreSQL hash the whole table for every batch.
+            selected = ", ".join(f"q.{column}" for column in columns)
+            return (
+                f"LEFT JOIN LATERAL (SELECT {selected} FROM {table} q "  # noqa: S608 - our tables
+                f"WHERE {condition} LIMIT 1) {alias} ON TRUE"
             )
-            .order_by()
-            .values("contact")
-            .annotate(sent=Count("pk"))
-            .values("sent")
+        return (
+            f"LEFT JOIN {table} {alias} ON {alias}.id = "  # noqa: S608 - our tables
+            f"(SELECT q.id FROM {table} q WHERE {condition} LIMIT 1)"
         )
-        columns[f"sent_{purpose.pk}"] = Coalesce(Subquery(sent), 0)
-    return columns
 
-
-def _contact_facts(requests: Sequence[SendRequest], at: dt.datetime) -> dict[int, dict[str, Any]]:
-    """Contact id -> its columns (see _contact_columns), in one query."""
-    columns = _contact_columns(requests, at)
-    if not columns:
-        return {}
-    rows = (
-        Contact.objects.filter(pk__in={r.contact.pk for r in requests})
-        .order_by()
-        .annotate(**columns)
-        .values("pk", *columns)
+    columns, joins = ["c.id"], []
+    for i in range(channels):
+        columns += [
+            f"p{i}.address",
+            f"EXISTS (SELECT 1 FROM {Suppression._meta.db_table} s "  # noqa: S608 - our tables
+            f"WHERE s.address_hash = p{i}.address_hash)",
+        ]
+        joins.append(
+            first(
+                point,
+                ("address", "address_hash"),
+                f"p{i}",
+                f"q.contact_id = c.id AND q.channel = %(channel_{i})s "
+                "ORDER BY q.is_primary DESC, q.id",
+            )
+        )
+    for i in range(grants):
+        columns += [f"g{i}.{name}" for name in _GRANT_COLUMNS]
+        joins.append(
+            first(
+                consent,
+                _GRANT_COLUMNS,
+                f"g{i}",
+                f"q.contact_id = c.id AND q.purpose_id = %(grant_purpose_{i})s "
+                f"AND q.channel = %(grant_channel_{i})s AND q.status = %(granted)s "
+                "AND (q.valid_until IS NULL OR q.valid_until > %(at)s)",
+            )
+        )
+    statuses = ", ".join(f"%(counted_{i})s" for i in range(len(_COUNTED)))
+    for i in range(capped):
+        columns.append(
+            f"(SELECT COUNT(*) FROM {Message._meta.db_table} m "  # noqa: S608 - our tables
+            f"WHERE m.contact_id = c.id AND m.purpose_id = %(capped_purpose_{i})s "
+            f"AND m.direction = %(outbound)s AND m.status IN ({statuses}) "
+            f"AND m.created_at >= %(capped_since_{i})s)"
+        )
+    # The contact ids are one parameter whatever their number (an array on PostgreSQL, a JSON
+    # list on SQLite), read as a table: less for PostgreSQL to plan than crm_contact, and a
+    # contact that is gone reads as one without address, grant or messages.
+    contacts = (
+        "unnest(%(contacts)s::bigint[]) AS c (id)"
+        if vendor == "postgresql"
+        else "(SELECT value AS id FROM json_each(%(contacts)s)) AS c"
     )
-    return {row["pk"]: row for row in rows}
+    return f"SELECT {', '.join(columns)} FROM {contacts} {' '.join(joins)}"  # noqa: S608
+
+
+def _datetime_reader(db: BaseDatabaseWrapper) -> Callable[[Any], dt.datetime | None]:
+    """Turns a raw datetime column into what the ORM would return (SQLite gives naive or text
+    values; the ORM's converters make them aware)."""
+    column = Consent._meta.get_field("since").get_col(Consent._meta.db_table)
+    converters = db.ops.get_db_converters(column) + column.get_db_converters(db)
+
+    def read(value: Any) -> dt.datetime | None:
+        for converter in converters:
+            value = converter(value, column, db)
+        return value
+
+    return read
 
 
 def _suppressed(hashes: set[str]) -> set[str]:
@@ -305,29 +407,41 @@ def _facts(requests: Sequence[SendRequest], at: dt.datetime) -> list[_Facts]:
     """Everything the rules read, for all requests, in a constant number of queries: one,
     plus one for addresses named in requests and one for delivery re-checks of capped
     messages."""
-    by_contact = _contact_facts(requests, at)
+    # Resolved once: every use of the `connection` proxy is a thread-local lookup.
+    db = connections[DEFAULT_DB_ALIAS]
+    shape = _FactsShape.of(requests)
+    by_contact = shape.rows(db, {r.contact.pk for r in requests}, at)
     named = {address_hash(r.address) for r in requests if r.address}
     suppressed = _suppressed(named)
     counted_self = _counted_self(requests, at)
+    read_datetime = _datetime_reader(db)
     facts = []
     for request in requests:
-        row = by_contact.get(request.contact.pk, {})
+        # No row only when the shape reads nothing: then no request reads a column.
+        row = by_contact.get(request.contact.pk, ())
         channel = request.account.channel
         if request.address:
             address = request.address
             hashed = address_hash(address)
             is_suppressed = hashed in suppressed
         else:
-            address = row.get(f"address_{channel}")
+            column = shape.address_column(channel)
+            address = row[column]
             hashed = address_hash(address) if address else ""
-            is_suppressed = bool(row.get(f"suppressed_{channel}"))
+            is_suppressed = bool(row[column + 1])
         consent = None
         if _needs_consent(request):
-            prefix = f"consent_{request.purpose.pk}_{channel}_"
-            if row.get(prefix + "pk") is not None:
-                consent = {name: row[prefix + name] for name in _CONSENT_FIELDS}
+            column = shape.grant_column(request.purpose.pk, channel)
+            pk, last_event_id, since, valid_until = row[column : column + len(_GRANT_COLUMNS)]
+            if pk is not None:
+                consent = {
+                    "pk": pk,
+                    "last_event_id": last_event_id,
+                    "since": read_datetime(since),
+                    "valid_until": read_datetime(valid_until),
+                }
         capped = _frequency_capped(request)
-        recent = row.get(f"sent_{capped.pk}", 0) if capped else 0
+        recent = row[shape.sent_column(capped)] if capped else 0
         facts.append(
             _Facts(
                 address=address,

@@ -14,15 +14,17 @@ from django.utils import timezone
 
 from approvals.models import MessageTemplate, TemplateCategory, TemplateVersion
 from approvals.services import template_version_retire
+from consent.models import Consent
 from consent.services import contact_restrict, suppression_add
 from crm.errors import PermissionRefused
-from crm.models import Channel
+from crm.hashing import address_hash
+from crm.models import Channel, ContactPoint
 from messaging.errors import SendRefused
 from messaging.models import ConversationEvent, Message, MessageStatus, OutboxEntry
 from messaging.services import SendRequest, message_send, send_gate_evaluate
-from messaging.services.gate import REASON_MESSAGES, send_gate_evaluate_many
+from messaging.services.gate import REASON_MESSAGES, _facts_sql, send_gate_evaluate_many
 from tests.consent.helpers import grant_consent, withdraw_consent
-from tests.factories import ChannelAccountFactory, PurposeFactory
+from tests.factories import ChannelAccountFactory, ContactPointFactory, PurposeFactory
 from tests.messaging.helpers import reachable_contact, receive_text, sendable_version
 
 pytestmark = pytest.mark.django_db
@@ -454,3 +456,80 @@ def test_message_send_asks_again_when_handed_a_decision_for_another_request(
     )
 
     assert error.code == "no_consent"
+
+
+def test_the_gate_reads_the_primary_address_and_the_suppression_of_that_address(
+    team, account, purpose, marketing_version
+):
+    contact = reachable_contact(team)
+    grant_consent(contact, purpose, "whatsapp")
+    first = contact.points.get()
+    suppression_add(address=first.address, channel="whatsapp")
+    second = ContactPointFactory(
+        contact=contact, channel=Channel.WHATSAPP, address="+4915199999001", is_primary=False
+    )
+    request = SendRequest(contact=contact, account=account, template_version=marketing_version)
+    assert send_gate_evaluate(request).reason == "suppressed"
+
+    ContactPoint.objects.filter(pk=first.pk).update(is_primary=False)
+    ContactPoint.objects.filter(pk=second.pk).update(is_primary=True)
+    decision = send_gate_evaluate(request)
+    assert decision.allowed is True
+    assert decision.inputs["address_hash"] == address_hash(second.address)
+
+    # Without a primary address, the oldest one is the contact's address.
+    ContactPoint.objects.filter(pk=second.pk).update(is_primary=False)
+    assert send_gate_evaluate(request).reason == "suppressed"
+
+
+def test_a_grant_counts_until_its_validity_ends(contact, account, purpose, marketing_version):
+    grant_consent(contact, purpose, "whatsapp")
+    at = timezone.now()
+    grants = Consent.objects.filter(contact=contact, purpose=purpose, channel="whatsapp")
+    grants.update(valid_until=at + dt.timedelta(seconds=1))
+    consent = grants.get()
+    request = SendRequest(contact=contact, account=account, template_version=marketing_version)
+
+    decision = send_gate_evaluate(request, at=at)
+
+    # The facts are read as the ORM reads them: aware datetimes on every database.
+    assert decision.inputs["consent"] == {
+        "id": consent.pk,
+        "event": consent.last_event_id,
+        "since": consent.since.isoformat(),
+        "valid_until": consent.valid_until.isoformat(),
+    }
+    assert send_gate_evaluate(request, at=consent.valid_until).reason == "no_consent"
+
+
+def test_a_single_decision_reads_its_facts_in_one_query(
+    team, account, contact, django_assert_num_queries
+):
+    capped = PurposeFactory(team=team, allowed_channels=["whatsapp"], frequency_cap=2)
+    version = _loaded(sendable_version(team, purpose=capped))
+    grant_consent(contact, capped, "whatsapp")
+    request = SendRequest(contact=contact, account=account, template_version=version)
+
+    with django_assert_num_queries(1):
+        decision = send_gate_evaluate(request)
+
+    assert decision.allowed is True
+    assert decision.inputs["frequency"] == {"sent": 0, "cap": 2, "hours": 24}
+
+
+def test_requests_of_the_same_shape_reuse_the_facts_query_text(team, account, purpose):
+    other = PurposeFactory(team=team, allowed_channels=["whatsapp"], frequency_cap=None)
+    versions = [_loaded(sendable_version(team, purpose=p)) for p in (purpose, other)]
+    contacts = [reachable_contact(team) for _ in versions]
+    grant_consent(contacts[0], purpose, "whatsapp")
+    _facts_sql.cache_clear()
+
+    decisions = [
+        send_gate_evaluate(SendRequest(contact=c, account=account, template_version=v))
+        for c, v in zip(contacts, versions, strict=True)
+    ]
+
+    # Other contacts, another purpose: the same SQL text, built once.
+    assert _facts_sql.cache_info().misses == 1
+    assert _facts_sql.cache_info().hits == 1
+    assert [d.reason for d in decisions] == [None, "no_consent"]
