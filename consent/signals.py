@@ -9,5 +9,7 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
-# kwargs: events (the ConsentEvents just appended, in order; the projection is updated)
+# kwargs: events (the ConsentEvents just appended, in order; the projection is updated). They
+# are saved instances with their contact and purpose loaded (reading them costs no query);
+# the evidence is loaded on access.
 consent_changed = Signal()
