@@ -36,6 +36,8 @@ from messaging.models.integration import SECRET_PREFIX
 from messaging.services.urlsafety import UnsafeUrl, url_safety_check
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from django.contrib.auth.models import AbstractBaseUser
 
     from crm.models import Team
@@ -168,14 +170,18 @@ def event_publish(*, team_id: int, event_type: str, data: dict[str, Any]) -> int
     return events_publish(team_id=team_id, event_type=event_type, data=[data])
 
 
-def events_publish(*, team_id: int, event_type: str, data: list[dict[str, Any]]) -> int:
-    """`event_publish` for several events of one type: the subscriptions are read once."""
+def events_publish(*, team_id: int, event_type: str, data: Iterable[dict[str, Any]]) -> int:
+    """`event_publish` for several events of one type: the subscriptions are read once, and
+    `data` (which may be a generator) is only built when someone subscribed."""
     subscriptions = [
         subscription
         for subscription in WebhookSubscription.objects.filter(team_id=team_id, is_active=True)
         if subscription.wants(event_type)
     ]
-    if not subscriptions or not data:
+    if not subscriptions:
+        return 0
+    data = list(data)
+    if not data:
         return 0
     now = timezone.now()
     deliveries = WebhookDelivery.objects.bulk_create(
@@ -237,12 +243,14 @@ def message_status_publish(*, message: Message) -> int:
 
 def consent_changed_publish(*, events: list[ConsentEvent]) -> int:
     """Consent events were recorded: ids, purpose key, channel, action and source of each."""
-    teams = {event.team_id for event in events}
+    by_team: dict[int, list[ConsentEvent]] = {}
+    for event in events:
+        by_team.setdefault(event.team_id, []).append(event)
     return sum(
         events_publish(
             team_id=team_id,
             event_type=EventType.CONSENT_CHANGED,
-            data=[
+            data=(
                 {
                     "contact": event.contact_id,
                     "purpose": event.purpose.key,
@@ -252,11 +260,10 @@ def consent_changed_publish(*, events: list[ConsentEvent]) -> int:
                     "consent_event": event.pk,
                     "occurred_at": _iso(event.occurred_at),
                 }
-                for event in events
-                if event.team_id == team_id
-            ],
+                for event in team_events
+            ),
         )
-        for team_id in sorted(teams)
+        for team_id, team_events in sorted(by_team.items())
     )
 
 
