@@ -2,8 +2,8 @@
 
 A WhatsApp Cloud account reads its app secret from the environment, as in production. Up to
 20,000 POSTs to /webhooks/whatsapp/<account>/ carry Meta's payload shape and a correct
-X-Hub-Signature-256; 10 % are exact re-sends of earlier payloads. Client processes with
-keep-alive httpx connections send them to gunicorn (config.settings.base, DEBUG off, Redis
+X-Hub-Signature-256; 10 % are exact re-sends of earlier payloads. An asyncio client with
+keep-alive connections sends them to gunicorn (config.settings.base, DEBUG off, Redis
 broker); a Celery worker processes the webhook inbox meanwhile. The judged figure is the
 acceptance rate (req/s until every request is answered); processed messages/s and the time
 until the inbox is empty are informational. Afterwards every distinct message must be stored
@@ -15,6 +15,7 @@ request processes its payload before answering (the path before the webhook inbo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import os
@@ -24,7 +25,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -53,11 +53,12 @@ PHONE_NUMBER_ID = "118765432109876"
 # A private redis-server per run (the `redis-server` binary must be installed): runs of other
 # checkouts or an aborted run can never take this run's tasks.
 _broker = {"url": ""}
-# Two cores: two gunicorn processes with a few threads each, two client processes.
+# Two cores: two gunicorn processes with a few threads each; one asyncio client process with
+# enough keep-alive connections to keep every server thread busy.
 GUNICORN_WORKERS = int(os.environ.get("BENCH_GUNICORN_WORKERS", "2"))
 GUNICORN_THREADS = int(os.environ.get("BENCH_GUNICORN_THREADS", "4"))
-CLIENT_PROCESSES = int(os.environ.get("BENCH_CLIENT_PROCESSES", "2"))
-CLIENT_THREADS = int(os.environ.get("BENCH_CLIENT_THREADS", "8"))
+CLIENT_PROCESSES = int(os.environ.get("BENCH_CLIENT_PROCESSES", "1"))
+CLIENT_CONNECTIONS = int(os.environ.get("BENCH_CLIENT_CONNECTIONS", "16"))
 DRAIN_TIMEOUT_S = 1800.0
 START_TIMEOUT_S = 60.0
 
@@ -137,61 +138,76 @@ def _requests(total: int, run_key: str, app_secret: str) -> list[Request]:
     return ordered
 
 
-def _client_process(
-    url: str, requests: list[tuple[bytes, str]], start: Any, results: Any, threads: int
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """(status, body) of one HTTP/1.1 response: Content-Length or chunked framing."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        return int(status_line.split()[1]), await reader.readexactly(int(headers["content-length"]))
+    body = b""
+    while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+        body += (await reader.readexactly(size + 2))[:-2]
+    await reader.readuntil(b"\r\n")  # the empty trailer
+    return int(status_line.split()[1]), body
+
+
+async def _connection(
+    port: int, path: str, requests: list[tuple[bytes, str]], queue: Iterator[int], outcome: Outcome
 ) -> None:
-    """One client process: `threads` threads share one keep-alive httpx pool."""
-    import logging
+    """One keep-alive connection sending requests from the shared `queue` until it is empty."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for index in queue:
+            body, signature = requests[index]
+            started = time.perf_counter()
+            try:
+                writer.write(
+                    f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                    "Content-Type: application/json\r\n"
+                    f"X-Hub-Signature-256: {signature}\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n".encode("ascii")
+                    + body
+                )
+                status, answer_body = await _read_response(reader)
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                outcome.errors.append(repr(exc))
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                continue
+            outcome.latencies.append(time.perf_counter() - started)
+            outcome.statuses[status] += 1
+            outcome.answers[json.loads(answer_body).get("status", "") if status == 200 else ""] += 1
+    finally:
+        writer.close()
 
-    import httpx
 
-    # httpx logs every request at INFO; formatting 20,000 lines would be the client's main work.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def _client_process(
+    port: int, path: str, requests: list[tuple[bytes, str]], start: Any, results: Any
+) -> None:
+    """One client process: CLIENT_CONNECTIONS keep-alive connections on one asyncio loop.
 
+    A minimal HTTP/1.1 client on raw streams: a full client library cost about as much CPU per
+    request as the server's own work, on the same two cores, so the figure measured the client.
+    """
     outcome = Outcome(Counter(), Counter(), [], [])
-    lock = threading.Lock()
-    position = iter(range(len(requests)))
-    limits = httpx.Limits(max_connections=threads, max_keepalive_connections=threads)
-    with httpx.Client(limits=limits, timeout=60.0) as client:
+    queue = iter(range(len(requests)))  # shared: each connection takes the next request
 
-        def work() -> None:
-            while True:
-                with lock:
-                    index = next(position, None)
-                if index is None:
-                    return
-                body, signature = requests[index]
-                started = time.perf_counter()
-                try:
-                    response = client.post(
-                        url,
-                        content=body,
-                        headers={
-                            "Content-Type": "application/json",
-                            "X-Hub-Signature-256": signature,
-                        },
-                    )
-                except httpx.HTTPError as exc:
-                    with lock:
-                        outcome.errors.append(repr(exc))
-                    continue
-                elapsed = time.perf_counter() - started
-                answer = response.json().get("status", "") if response.status_code == 200 else ""
-                with lock:
-                    outcome.statuses[response.status_code] += 1
-                    outcome.answers[answer] += 1
-                    outcome.latencies.append(elapsed)
+    async def main() -> None:
+        await asyncio.gather(
+            *(_connection(port, path, requests, queue, outcome) for _ in range(CLIENT_CONNECTIONS))
+        )
 
-        start.wait()
-        workers = [threading.Thread(target=work) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+    start.wait()
+    asyncio.run(main())
     results.put(outcome)
 
 
-def _send(url: str, requests: list[Request]) -> tuple[float, Outcome]:
+def _send(port: int, path: str, requests: list[Request]) -> tuple[float, Outcome]:
     """Send every request from CLIENT_PROCESSES processes; (seconds, merged outcome)."""
     context = multiprocessing.get_context("fork")
     start = context.Event()
@@ -200,14 +216,14 @@ def _send(url: str, requests: list[Request]) -> tuple[float, Outcome]:
     processes = [
         context.Process(
             target=_client_process,
-            args=(url, payloads[offset::CLIENT_PROCESSES], start, results, CLIENT_THREADS),
+            args=(port, path, payloads[offset::CLIENT_PROCESSES], start, results),
         )
         for offset in range(CLIENT_PROCESSES)
     ]
     connections.close_all()  # no database connection may be shared with the children
     for process in processes:
         process.start()
-    time.sleep(1.0)  # let the children import httpx before the clock starts
+    time.sleep(1.0)  # let the children start before the clock starts
     started = time.perf_counter()
     start.set()
     merged = Outcome(Counter(), Counter(), [], [])
@@ -434,9 +450,9 @@ def _measure(total: int, *, eager: bool, run_key: str) -> tuple[float, dict[str,
     server = _gunicorn(port, environment)
     worker = None if eager else _celery_worker(environment)
     try:
-        url = f"http://127.0.0.1:{port}/webhooks/whatsapp/{account.slug}/"
+        path = f"/webhooks/whatsapp/{account.slug}/"
         server_cpu = _cpu_seconds(server.pid)
-        seconds, outcome = _send(url, requests)
+        seconds, outcome = _send(port, path, requests)
         server_cpu = _cpu_seconds(server.pid) - server_cpu
         drain_seconds = _wait_until_drained(account, len({r.body for r in requests}))
         worker_cpu = 0.0 if worker is None else _cpu_seconds(worker.pid)
@@ -459,7 +475,8 @@ def _measure(total: int, *, eager: bool, run_key: str) -> tuple[float, dict[str,
         "worker_cpu_ms_per_message": round(worker_cpu * 1000 / checks["distinct_payloads"], 2),
         "load_average_1min": round(os.getloadavg()[0], 1),
         "gunicorn": f"{GUNICORN_WORKERS} gthread workers x {GUNICORN_THREADS} threads",
-        "client": f"{CLIENT_PROCESSES} processes x {CLIENT_THREADS} threads, httpx keep-alive",
+        "client": f"{CLIENT_PROCESSES} asyncio processes x {CLIENT_CONNECTIONS} keep-alive "
+        "connections",
         "celery_worker": "inline (eager)" if eager else "prefork, concurrency 2, Redis broker",
         "cpu_cores": os.cpu_count(),
     }

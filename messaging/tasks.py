@@ -11,7 +11,11 @@ from messaging.services.delivery import (
     outbox_claim_due,
 )
 from messaging.services.events import webhook_deliveries_claim_lost, webhook_delivery_attempt
-from messaging.services.inbound import inbound_webhook_process, inbound_webhooks_claim_lost
+from messaging.services.inbound import (
+    inbound_webhook_process,
+    inbound_webhooks_claim_lost,
+    inbound_webhooks_process_pending,
+)
 
 TRANSIENT = (OperationalError, InterfaceError)
 
@@ -87,6 +91,16 @@ def dispatch_lost_webhooks(self: Task) -> int:
 def process_inbound_webhook(self: Task, webhook_id: int) -> str:
     """Apply one accepted provider webhook; a redelivered task finds the row done (inbound.py)."""
     return inbound_webhook_process(webhook_id=webhook_id)
+
+
+@shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=10)
+def process_inbound_webhooks(self: Task) -> dict[str, int]:
+    """Apply the accepted webhooks no task has tried yet, in batches (queued by the view)."""
+    result = inbound_webhooks_process_pending()
+    if result.more:
+        # Stopped at its limit: a successor carries on, so other tasks get a turn in between.
+        process_inbound_webhooks.delay()
+    return result.outcomes
 
 
 @shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT, retry_backoff=True)

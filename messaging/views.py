@@ -6,8 +6,9 @@ large, 403 bad signature, 400 unreadable payload (all storing nothing); otherwis
 when single items failed (they are quarantined, the provider must not retry forever).
 
 WhatsApp answers as soon as the verified body is stored in the webhook inbox; a Celery task
-applies it (messaging.services.inbound.inbound_webhook_process), so a burst of deliveries costs
-the provider one INSERT each. Twilio's requests are still applied before the answer.
+applies the waiting rows in batches (messaging.services.inbound), so a burst of deliveries
+costs the provider one INSERT each. Twilio's requests are still applied before the answer.
+Both views are reached past the session-based middleware (messaging.middleware).
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import Final
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
@@ -54,6 +58,11 @@ TWILIO_SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 TWILIO_CALLBACK_PARAM: Final = "m"
 # An empty TwiML answer: Twilio sends no automatic reply to the incoming message.
 EMPTY_TWIML: Final = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+# How long a process trusts an account it read for a webhook URL (see _account).
+ACCOUNT_CACHE_SECONDS: Final = 5.0
+
+# (slug, provider) -> (monotonic expiry, account); dict reads and writes are atomic for threads.
+_account_cache: dict[tuple[str, str], tuple[float, ChannelAccount]] = {}
 
 
 def _error(status: int, code: str, detail: str) -> JsonResponse:
@@ -61,11 +70,32 @@ def _error(status: int, code: str, detail: str) -> JsonResponse:
 
 
 def _account(slug: str, provider: str) -> ChannelAccount | None:
-    return (
+    """The active account behind a webhook URL, remembered for ACCOUNT_CACHE_SECONDS.
+
+    A provider posts to the same URL all day: its query (ORM and round trip) was a large share
+    of each request's CPU. A save or delete in this process forgets the account at once; other
+    processes see a deactivation within ACCOUNT_CACHE_SECONDS. Unknown slugs are not remembered.
+    """
+    key = (slug, provider)
+    now = time.monotonic()
+    cached = _account_cache.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    account = (
         ChannelAccount.objects.select_related("team")
         .filter(slug=slug, provider=provider, is_active=True)
         .first()
     )
+    if account is not None:
+        _account_cache[key] = (now + ACCOUNT_CACHE_SECONDS, account)
+    return account
+
+
+@receiver(post_save, sender=ChannelAccount)
+@receiver(post_delete, sender=ChannelAccount)
+def _account_changed(**kwargs: object) -> None:
+    # Slugs and providers can change too: forgetting everything is simplest and rare.
+    _account_cache.clear()
 
 
 def _body(request: HttpRequest) -> bytes | None:

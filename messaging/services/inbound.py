@@ -1,8 +1,9 @@
 """Receiving: inbound messages, delivery receipts and provider events from verified webhooks.
 
 The WhatsApp webhook view verifies a request and stores its raw body in the webhook inbox
-(`inbound_webhook_accept`, one INSERT) before it answers; a Celery task then applies it
-(`inbound_webhook_process`), and a periodic sweep queues again rows whose task was lost. The
+(`inbound_webhook_accept`, one INSERT) before it answers; a drain task then applies the rows
+no task has tried yet, in batches (`inbound_webhooks_process_pending`), and a periodic sweep
+queues again, one task per row (`inbound_webhook_process`), rows whose processing was lost. The
 Twilio view still parses and applies its request at once. Both hand the WebhookBatch to
 `webhook_batch_process`. Every item runs in its own transaction (a savepoint inside an outer
 one), so one broken item neither undoes nor blocks the others; the view keeps the raw body in
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -78,6 +81,16 @@ INBOX_RETRY_AFTER: Final = timedelta(minutes=5)
 # After this many tries the body goes to quarantine instead of being retried for ever.
 INBOX_MAX_ATTEMPTS: Final = 5
 INBOX_SWEEP_BATCH: Final = 1000
+# The view queues a drain of the inbox to start this long (seconds) after its commit, and no
+# other while that one is still to come (see _DrainDispatcher): a few publishes per second per
+# process instead of one per request, for at most this much more delay.
+INBOX_DISPATCH_DELAY: Final = 0.5
+# A commit this close to the queued drain's start queues another: worker clocks may differ.
+INBOX_DISPATCH_CLOCK_MARGIN: Final = 0.1
+# A drain claims this many rows per commit and stops after INBOX_DRAIN_LIMIT, queueing its
+# successor, so a burst never holds a worker process for long.
+INBOX_DRAIN_CHUNK: Final = 20
+INBOX_DRAIN_LIMIT: Final = 500
 # How each provider's stored body becomes a WebhookBatch (only WhatsApp goes via the inbox).
 INBOX_PARSERS: Final[dict[str, Callable[[bytes], WebhookBatch]]] = {
     "whatsapp_cloud": parse_whatsapp_body
@@ -379,7 +392,7 @@ def webhook_payload_quarantine(
 def inbound_webhook_accept(
     *, account: ChannelAccount, body: bytes, content_type: str
 ) -> int | None:
-    """Store a verified request body in the webhook inbox and queue its processing.
+    """Store a verified request body in the webhook inbox and have it processed after commit.
 
     One statement, so the provider gets its answer after a single commit. Returns the new row's
     id, or None when this account already received exactly these bytes (a provider's retry):
@@ -410,14 +423,41 @@ def inbound_webhook_accept(
     return row[0]
 
 
-def _inbound_webhook_dispatch(webhook_id: int) -> None:
-    from messaging.tasks import process_inbound_webhook
+class _DrainDispatcher:
+    """Queues the inbox drain task at most once per INBOX_DISPATCH_DELAY in this process.
 
-    try:
-        process_inbound_webhook.delay(webhook_id)
-    except (KombuOperationalError, OSError):
-        # The row is committed and the provider answered: the sweep queues it later.
-        logger.warning("inbound webhook %s: broker unavailable, left to the sweep", webhook_id)
+    Publishing a task per accepted request cost as much as storing it. Instead each queued
+    drain is told to start INBOX_DISPATCH_DELAY after it was queued (an ETA), so every row that
+    commits before then is seen by it: a commit inside that window needs no task of its own.
+    Rows of a lost drain (broker outage, killed worker) are the sweep's, as before.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queued_drain_starts_at = 0.0  # wall clock; the queued drain starts no earlier
+
+    def __call__(self, webhook_id: int) -> None:
+        from messaging.tasks import process_inbound_webhook, process_inbound_webhooks
+
+        try:
+            if process_inbound_webhooks.app.conf.task_always_eager:
+                # No worker (demo, tests): the request applies its own row, as it always did.
+                process_inbound_webhook.delay(webhook_id)
+                return
+            now = time.time()
+            with self._lock:
+                if now < self._queued_drain_starts_at - INBOX_DISPATCH_CLOCK_MARGIN:
+                    return
+                self._queued_drain_starts_at = now + INBOX_DISPATCH_DELAY
+            process_inbound_webhooks.apply_async(countdown=INBOX_DISPATCH_DELAY)
+        except (KombuOperationalError, OSError):
+            # The row is committed and the provider answered: the sweep queues it later.
+            with self._lock:
+                self._queued_drain_starts_at = 0.0
+            logger.warning("inbound webhook %s: broker unavailable, left to the sweep", webhook_id)
+
+
+_inbound_webhook_dispatch = _DrainDispatcher()
 
 
 def _inbox_claim(webhook_id: int) -> bool:
@@ -438,19 +478,15 @@ def _inbox_quarantine(webhook: InboundWebhook, errors: list[str]) -> None:
     )
 
 
-def inbound_webhook_process(*, webhook_id: int) -> str:
-    """Apply one inbox row with `webhook_batch_process`, exactly as the view used to.
+def _inbox_apply(webhook_id: int, *, skip_locked: bool) -> str:
+    """Apply one claimed inbox row; its new status commits together with the work.
 
-    Returns "processed", "quarantined" (some items failed: the body is in quarantine, as
-    before) or "skipped" (already done, or another worker holds it). The work and the row's
-    new status commit together: a crash half-way leaves the row pending for a retry, and the
-    items already stored are recognised by their provider ids then.
+    `skip_locked` leaves a row another transaction holds to it. A drain must wait instead: a
+    concurrent drain's claim may hold its row for a moment, and skipping would strand it.
     """
-    if not _inbox_claim(webhook_id):
-        return "skipped"
     with transaction.atomic():
         webhook = (
-            InboundWebhook.objects.select_for_update(skip_locked=True, of=("self",))
+            InboundWebhook.objects.select_for_update(skip_locked=skip_locked, of=("self",))
             .select_related("account__team")
             .filter(pk=webhook_id, status=InboxStatus.PENDING)
             .first()
@@ -470,6 +506,71 @@ def inbound_webhook_process(*, webhook_id: int) -> str:
         webhook.processed_at = timezone.now()
         webhook.save(update_fields=["status", "processed_at"])
     return "quarantined" if errors else "processed"
+
+
+def inbound_webhook_process(*, webhook_id: int) -> str:
+    """Apply one inbox row with `webhook_batch_process`, exactly as the view used to.
+
+    Returns "processed", "quarantined" (some items failed: the body is in quarantine, as
+    before) or "skipped" (already done, or another worker holds it). The work and the row's
+    new status commit together: a crash half-way leaves the row pending for a retry, and the
+    items already stored are recognised by their provider ids then.
+    """
+    if not _inbox_claim(webhook_id):
+        return "skipped"
+    return _inbox_apply(webhook_id, skip_locked=True)
+
+
+@transaction.atomic
+def _inbox_claim_fresh() -> list[int]:
+    """Up to INBOX_DRAIN_CHUNK never-tried pending rows, oldest first, claimed in one commit.
+
+    Claimed rows have an attempt time, so another drain skips them and, should this one die,
+    the sweep retries them. Rows already tried are the sweep's alone.
+    """
+    webhook_ids = list(
+        InboundWebhook.objects.select_for_update(skip_locked=True)
+        .filter(status=InboxStatus.PENDING, attempted_at__isnull=True)
+        .order_by("received_at", "id")
+        .values_list("id", flat=True)[:INBOX_DRAIN_CHUNK]
+    )
+    if webhook_ids:
+        InboundWebhook.objects.filter(pk__in=webhook_ids).update(
+            attempts=F("attempts") + 1, attempted_at=timezone.now()
+        )
+    return webhook_ids
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    """What one drain did; `more` means it stopped at its limit with rows still waiting."""
+
+    outcomes: dict[str, int]
+    more: bool
+
+
+def inbound_webhooks_process_pending(*, limit: int = INBOX_DRAIN_LIMIT) -> DrainResult:
+    """Apply the inbox's never-tried pending rows, oldest first, at most `limit` of them.
+
+    Several drains may run at once: each claims its own rows (SKIP LOCKED). Every row is
+    applied in its own transaction, as by `inbound_webhook_process`.
+    """
+    outcomes: dict[str, int] = {}
+    done = 0
+    while done < limit:
+        webhook_ids = _inbox_claim_fresh()
+        if not webhook_ids:
+            return DrainResult(outcomes, more=False)
+        for webhook_id in webhook_ids:
+            try:
+                outcome = _inbox_apply(webhook_id, skip_locked=False)
+            except Exception:  # one row's crash must not strand the rest of the chunk
+                # Its attempt is counted and its work undone: the sweep retries it later.
+                logger.exception("inbound webhook %s: processing failed", webhook_id)
+                outcome = "failed"
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        done += len(webhook_ids)
+    return DrainResult(outcomes, more=True)
 
 
 @transaction.atomic

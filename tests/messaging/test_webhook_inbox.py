@@ -17,12 +17,19 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from messaging.models import InboundWebhook, InboxStatus, Message, QuarantinedPayload
 from messaging.services import inbound
 from messaging.services.inbound import (
+    INBOX_DISPATCH_CLOCK_MARGIN,
+    INBOX_DISPATCH_DELAY,
     INBOX_MAX_ATTEMPTS,
     INBOX_RETRY_AFTER,
     inbound_webhook_process,
     inbound_webhooks_claim_lost,
+    inbound_webhooks_process_pending,
 )
-from messaging.tasks import dispatch_lost_inbound_webhooks, process_inbound_webhook
+from messaging.tasks import (
+    dispatch_lost_inbound_webhooks,
+    process_inbound_webhook,
+    process_inbound_webhooks,
+)
 from messaging.webhooks.signatures import meta_signature
 from tests.factories import ChannelAccountFactory
 from tests.messaging.test_webhook_views import (
@@ -212,3 +219,99 @@ def test_broker_outage_still_answers_and_leaves_the_row_to_the_sweep(
         response = post(Client())
     assert response.status_code == 200
     assert InboundWebhook.objects.get().status == InboxStatus.PENDING
+
+
+def test_the_drain_applies_never_tried_rows_and_leaves_tried_ones_to_the_sweep(account):
+    post(Client())
+    post(Client(), "whatsapp/inbound_batch_two_messages.json")
+    tried, fresh = InboundWebhook.objects.order_by("id")
+    InboundWebhook.objects.filter(pk=tried.pk).update(attempts=1, attempted_at=timezone.now())
+
+    result = inbound_webhooks_process_pending()
+
+    assert (result.outcomes, result.more) == ({"processed": 1}, False)
+    fresh.refresh_from_db()
+    assert (fresh.status, fresh.attempts) == (InboxStatus.PROCESSED, 1)
+    assert InboundWebhook.objects.get(pk=tried.pk).status == InboxStatus.PENDING
+    assert Message.objects.count() == 2
+
+
+def test_the_drain_stops_at_its_limit_and_a_successor_carries_on(account, monkeypatch):
+    post(Client())
+    post(Client(), "whatsapp/inbound_batch_two_messages.json")
+    monkeypatch.setattr(inbound, "INBOX_DRAIN_CHUNK", 1)
+
+    assert inbound_webhooks_process_pending(limit=1) == inbound.DrainResult({"processed": 1}, True)
+    # The task queues its successor (inline here), which finds the rest.
+    assert process_inbound_webhooks.delay().get() == {"processed": 1}
+    assert not InboundWebhook.objects.filter(status=InboxStatus.PENDING).exists()
+
+
+@pytest.fixture
+def real_broker():
+    """The dispatcher as with a worker: tasks are published, not run inline."""
+    conf = process_inbound_webhooks.app.conf
+    eager = conf.task_always_eager
+    conf.task_always_eager = False
+    yield
+    conf.task_always_eager = eager
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_a_process_queues_one_drain_per_dispatch_delay(monkeypatch, real_broker):
+    """With a real broker: a commit before the queued drain starts needs no task of its own."""
+    clock = FakeClock()
+    queued = []
+    monkeypatch.setattr(inbound, "time", clock)
+    monkeypatch.setattr(process_inbound_webhooks, "apply_async", lambda **kw: queued.append(kw))
+    dispatch = inbound._DrainDispatcher()
+
+    dispatch(1)
+    clock.now += INBOX_DISPATCH_DELAY - INBOX_DISPATCH_CLOCK_MARGIN - 0.01
+    dispatch(2)  # the drain queued for 1 starts after this commit
+    assert queued == [{"countdown": INBOX_DISPATCH_DELAY}]
+    clock.now += 0.02
+    dispatch(3)  # too close to that drain's start (clocks may differ): a new one
+    assert len(queued) == 2
+
+
+def test_a_failed_publish_lets_the_next_commit_try_again(monkeypatch, caplog, real_broker):
+    def broker_down(**kwargs):
+        raise KombuOperationalError("connection refused")
+
+    monkeypatch.setattr(process_inbound_webhooks, "apply_async", broker_down)
+    dispatch = inbound._DrainDispatcher()
+    dispatch(1)
+    queued = []
+    monkeypatch.setattr(process_inbound_webhooks, "apply_async", lambda **kw: queued.append(kw))
+    dispatch(2)
+    assert "inbound webhook 1: broker unavailable" in caplog.text
+    assert len(queued) == 1
+
+
+def test_one_crashing_row_does_not_strand_the_rest_of_the_drain(account, monkeypatch):
+    post(Client())
+    post(Client(), "whatsapp/inbound_batch_two_messages.json")
+    first, second = InboundWebhook.objects.order_by("id")
+    real = inbound._inbox_apply
+
+    def crash_on_first(webhook_id, *, skip_locked):
+        if webhook_id == first.pk:
+            raise RuntimeError("worker lost its database connection")
+        return real(webhook_id, skip_locked=skip_locked)
+
+    monkeypatch.setattr(inbound, "_inbox_apply", crash_on_first)
+    result = inbound_webhooks_process_pending()
+
+    assert result.outcomes == {"failed": 1, "processed": 1}
+    first.refresh_from_db()
+    # Tried once and still pending: the sweep's to retry.
+    assert (first.status, first.attempts) == (InboxStatus.PENDING, 1)
+    assert InboundWebhook.objects.get(pk=second.pk).status == InboxStatus.PROCESSED

@@ -286,6 +286,43 @@ def test_unknown_account_is_404_and_stores_nothing(client, wa_account, change):
     assert nothing_stored()
 
 
+def test_deactivating_a_remembered_account_answers_404_at_once(client, wa_account):
+    assert post_meta_fixture(client, "whatsapp/inbound_text.json").status_code == 200
+    wa_account.is_active = False
+    wa_account.save()
+    response = post_meta_fixture(client, "whatsapp/inbound_batch_two_messages.json")
+    assert response.status_code == 404
+
+
+def test_webhooks_skip_the_browser_middleware_but_keep_strict_headers(client, wa_account):
+    response = post_meta_fixture(client, "whatsapp/inbound_text.json")
+    assert response.status_code == 200
+    assert not response.cookies
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert (
+        response.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+    )
+    assert int(response.headers["Content-Length"]) == len(response.content)
+
+
+def test_webhook_errors_follow_the_callers_language(client, wa_account):
+    response = client.post(
+        "/webhooks/whatsapp/other/",
+        data=b"{}",
+        content_type="application/json",
+        headers={"Accept-Language": "de"},
+    )
+    assert (response.status_code, response.json()["detail"]) == (404, "Unbekannte Webhook-Adresse.")
+    response = client.post("/webhooks/whatsapp/other/", data=b"{}", content_type="application/json")
+    assert response.json()["detail"] == "Unknown webhook address."
+
+
+def test_a_webhook_path_that_resolves_to_no_view_takes_the_full_stack(client, wa_account):
+    # CommonMiddleware, skipped by the short path, still adds the missing slash.
+    response = client.get(WA_URL.rstrip("/"))
+    assert (response.status_code, response.headers["Location"]) == (301, WA_URL)
+
+
 def test_body_over_the_limit_is_413_and_stores_nothing(client, wa_account, settings):
     body = fixture_bytes("whatsapp/inbound_text.json")
     settings.MESSAGING_WEBHOOK_MAX_BYTES = len(body) - 1
