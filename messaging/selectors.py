@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 from django.db.models import Q, QuerySet
@@ -225,3 +226,37 @@ def is_overdue(conversation: Conversation, now: dt.datetime) -> bool:
         and conversation.first_response_at is None
         and conversation.status != ConversationStatus.RESOLVED
     )
+
+
+# How long a process trusts an account it read for a webhook URL (see webhook_account).
+ACCOUNT_CACHE_SECONDS: Final = 5.0
+# (slug, provider) -> (monotonic expiry, account); dict reads and writes are atomic for threads.
+_webhook_accounts: dict[tuple[str, str], tuple[float, ChannelAccount]] = {}
+
+
+def webhook_account(slug: str, provider: str) -> ChannelAccount | None:
+    """The active account behind a webhook URL, remembered for ACCOUNT_CACHE_SECONDS.
+
+    A provider posts to the same URL all day: its query (ORM and round trip) was a large share
+    of each request's CPU. A save or delete in this process forgets the account at once
+    (receivers.forget_webhook_accounts); other processes see a deactivation within
+    ACCOUNT_CACHE_SECONDS. Unknown slugs are not remembered.
+    """
+    key = (slug, provider)
+    now = time.monotonic()
+    cached = _webhook_accounts.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    account = (
+        ChannelAccount.objects.select_related("team")
+        .filter(slug=slug, provider=provider, is_active=True)
+        .first()
+    )
+    if account is not None:
+        _webhook_accounts[key] = (now + ACCOUNT_CACHE_SECONDS, account)
+    return account
+
+
+def webhook_accounts_forget() -> None:
+    # Slugs and providers can change too: forgetting everything is simplest and rare.
+    _webhook_accounts.clear()

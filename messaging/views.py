@@ -16,19 +16,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
 from collections.abc import Mapping
 from typing import Final
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from messaging import selectors
 from messaging.models import ChannelAccount, ProviderKind
 from messaging.services.accounts import account_credentials
 from messaging.services.inbound import (
@@ -58,44 +56,10 @@ TWILIO_SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 TWILIO_CALLBACK_PARAM: Final = "m"
 # An empty TwiML answer: Twilio sends no automatic reply to the incoming message.
 EMPTY_TWIML: Final = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-# How long a process trusts an account it read for a webhook URL (see _account).
-ACCOUNT_CACHE_SECONDS: Final = 5.0
-
-# (slug, provider) -> (monotonic expiry, account); dict reads and writes are atomic for threads.
-_account_cache: dict[tuple[str, str], tuple[float, ChannelAccount]] = {}
 
 
 def _error(status: int, code: str, detail: str) -> JsonResponse:
     return JsonResponse({"code": code, "detail": detail}, status=status)
-
-
-def _account(slug: str, provider: str) -> ChannelAccount | None:
-    """The active account behind a webhook URL, remembered for ACCOUNT_CACHE_SECONDS.
-
-    A provider posts to the same URL all day: its query (ORM and round trip) was a large share
-    of each request's CPU. A save or delete in this process forgets the account at once; other
-    processes see a deactivation within ACCOUNT_CACHE_SECONDS. Unknown slugs are not remembered.
-    """
-    key = (slug, provider)
-    now = time.monotonic()
-    cached = _account_cache.get(key)
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    account = (
-        ChannelAccount.objects.select_related("team")
-        .filter(slug=slug, provider=provider, is_active=True)
-        .first()
-    )
-    if account is not None:
-        _account_cache[key] = (now + ACCOUNT_CACHE_SECONDS, account)
-    return account
-
-
-@receiver(post_save, sender=ChannelAccount)
-@receiver(post_delete, sender=ChannelAccount)
-def _account_changed(**kwargs: object) -> None:
-    # Slugs and providers can change too: forgetting everything is simplest and rare.
-    _account_cache.clear()
 
 
 def _body(request: HttpRequest) -> bytes | None:
@@ -142,7 +106,7 @@ def _process_now(
 @require_http_methods(["GET", "POST"])
 def whatsapp_webhook(request: HttpRequest, account: str) -> HttpResponse:
     """Meta's subscription handshake (GET) and its signed event notifications (POST)."""
-    channel_account = _account(account, ProviderKind.WHATSAPP_CLOUD)
+    channel_account = selectors.webhook_account(account, ProviderKind.WHATSAPP_CLOUD)
     if channel_account is None:
         return _not_found()
     credentials = account_credentials(channel_account)
@@ -204,7 +168,7 @@ def _twilio_batch(request: HttpRequest, params: Mapping[str, str]) -> WebhookBat
 @require_http_methods(["POST"])
 def twilio_webhook(request: HttpRequest, account: str) -> HttpResponse:
     """Twilio's incoming messages and status callbacks (one URL, told apart by the fields)."""
-    channel_account = _account(account, ProviderKind.TWILIO_SMS)
+    channel_account = selectors.webhook_account(account, ProviderKind.TWILIO_SMS)
     if channel_account is None:
         return _not_found()
     body = _body(request)

@@ -48,6 +48,19 @@ def _web_form(text):
     return Evidence(consent_text=text, ip_address="203.0.113.7", user_agent="Firefox/132.0")
 
 
+def _sms_grant(contact_id, purpose, evidence, **overrides):
+    """One SMS grant from a web form; `overrides` change any other field of the change."""
+    fields = {
+        "contact_id": contact_id,
+        "purpose": purpose,
+        "channel": "sms",
+        "action": ConsentAction.GRANTED,
+        "source": ConsentSource.WEB_FORM,
+        "evidence": evidence,
+    }
+    return ConsentChange(**(fields | overrides))
+
+
 def _changes(contacts, purpose, text):
     """Requests, confirmations, grants, withdrawals and a late grant, two contacts interleaved."""
     withdrawal = Evidence(note="asked by phone")
@@ -140,29 +153,15 @@ def test_batch_writes_the_same_chains_and_projection_as_one_by_one(
 @pytest.mark.django_db
 def test_an_invalid_event_refuses_the_whole_batch(team, purpose, text):
     contact = ContactFactory(team=team)
-    good = ConsentChange(
-        contact_id=contact.pk,
-        purpose=purpose,
-        channel="sms",
-        action=ConsentAction.GRANTED,
-        source=ConsentSource.WEB_FORM,
-        evidence=_web_form(text),
-    )
-    no_text = ConsentChange(
-        contact_id=contact.pk,
-        purpose=purpose,
-        channel="sms",
-        action=ConsentAction.GRANTED,
-        source=ConsentSource.WEB_FORM,
-        evidence=Evidence(ip_address="203.0.113.7"),
-    )
-    unknown_channel = ConsentChange(
-        contact_id=contact.pk,
-        purpose=purpose,
+    good = _sms_grant(contact.pk, purpose, _web_form(text))
+    no_text = _sms_grant(contact.pk, purpose, Evidence(ip_address="203.0.113.7"))
+    unknown_channel = _sms_grant(
+        contact.pk,
+        purpose,
+        Evidence(),
         channel="pigeon",
         action=ConsentAction.WITHDRAWN,
         source=ConsentSource.API,
-        evidence=Evidence(),
     )
 
     with pytest.raises(ConsentBatchRefused) as refusal:
@@ -181,14 +180,7 @@ def test_an_invalid_event_refuses_the_whole_batch(team, purpose, text):
 def test_skip_invalid_records_the_valid_events_and_reports_the_others(team, purpose, text):
     contact = ContactFactory(team=team)
     changes = [
-        ConsentChange(
-            contact_id=contact.pk,
-            purpose=purpose,
-            channel="sms",
-            action=ConsentAction.GRANTED,
-            source=ConsentSource.WEB_FORM,
-            evidence=evidence,
-        )
+        _sms_grant(contact.pk, purpose, evidence)
         for evidence in (_web_form(text), Evidence(), _web_form(text))
     ]
 
@@ -203,21 +195,13 @@ def test_skip_invalid_records_the_valid_events_and_reports_the_others(team, purp
 @pytest.mark.django_db
 def test_each_chunk_is_one_transaction(team, purpose, text):
     contact = ContactFactory(team=team)
-    valid = ConsentChange(
-        contact_id=contact.pk,
-        purpose=purpose,
-        channel="sms",
-        action=ConsentAction.GRANTED,
-        source=ConsentSource.WEB_FORM,
-        evidence=_web_form(text),
-    )
-    invalid = ConsentChange(
-        contact_id=contact.pk + 1000,
-        purpose=purpose,
-        channel="sms",
+    valid = _sms_grant(contact.pk, purpose, _web_form(text))
+    invalid = _sms_grant(
+        contact.pk + 1000,
+        purpose,
+        Evidence(),
         action=ConsentAction.WITHDRAWN,
         source=ConsentSource.API,
-        evidence=Evidence(),
     )
 
     with pytest.raises(ConsentBatchRefused) as refusal:
