@@ -35,9 +35,15 @@ _EVENT_SLOTS = """
 def populate(size: int) -> tuple[int, int]:
     """`size` contacts in two teams (70/30) with ledger, projection, addresses, suppressions.
 
+    The projection's audience columns are filled by consent_reachability_refresh, as the
+    product's write paths fill them; expected_audience does not read them.
+
     Returns the larger team and its newsletter purpose. Contact ids equal their generator
     number `g`, so every shape below is a pure function of `g`.
     """
+    from consent.services import consent_reachability_refresh
+    from crm.models import Contact
+
     with connection.cursor() as cursor:
         # The rows are consistent by construction; skipping the per-row foreign-key triggers
         # of the generated millions turns minutes into seconds (setup only, never timed).
@@ -168,6 +174,9 @@ def populate(size: int) -> tuple[int, int]:
             """,
             [],
         )
+        # The projection's audience columns (team, reachable), filled by the product's own
+        # service as its write paths do, once for every contact (setup, never timed).
+        consent_reachability_refresh(contact_ids=Contact.objects.order_by().values("pk"))
         for table in ("crm_contact", "consent_consentevidence", "consent_consentevent"):
             cursor.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
@@ -208,6 +217,8 @@ def expected_audience(team_id: int, purpose_id: int) -> int:
 
 
 def run(size: int, runs: int) -> list[Figure]:
+    from django.test.utils import CaptureQueriesContext
+
     from consent.selectors import contacts_with_grant
 
     team_id, purpose_id = populate(size)
@@ -217,10 +228,11 @@ def run(size: int, runs: int) -> list[Figure]:
     if count != expected:
         raise SystemExit(f"audience count {count} != expected {expected}")
     timings = time_runs(lambda: audience.count(), runs)
-    sql, params = audience.query.sql_with_params()
+    # The plan of exactly the statement .count() sends.
+    with CaptureQueriesContext(connection) as captured:
+        audience.count()
     with connection.cursor() as cursor:
-        # The SQL is the ORM's own compilation of the selector, with its parameters apart.
-        cursor.execute(f"EXPLAIN SELECT count(*) FROM ({sql}) AS audience", params)  # noqa: S608
+        cursor.execute("EXPLAIN " + captured.captured_queries[-1]["sql"])
         plan = "\n".join(row[0] for row in cursor.fetchall())
     return [
         Figure(
@@ -231,6 +243,11 @@ def run(size: int, runs: int) -> list[Figure]:
             target=TARGET_MS,
             higher_is_better=False,
             runs=[t * 1000 for t in timings],
-            notes={"audience": count, "uses_consent_audience_index": "consent_audience" in plan},
+            notes={
+                "audience": count,
+                "index_only_on_consent_audience_reachable": (
+                    "Index Only Scan using consent_audience_reachable" in plan
+                ),
+            },
         )
     ]

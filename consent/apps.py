@@ -10,7 +10,8 @@ class ConsentConfig(AppConfig):
 
     def ready(self) -> None:
         # Segment rules and imports gain consent; crm must not import consent itself.
-        from consent import demo, imports, selectors
+        # Connects consent's receivers of crm signals (the audience columns of the projection).
+        from consent import demo, imports, receivers, selectors  # noqa: F401
         from crm.demo import register_demo_step
         from crm.imports import hooks
         from crm.segments import ConditionType, register_condition

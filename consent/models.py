@@ -293,6 +293,22 @@ class Consent(models.Model):
         ConsentEvent, on_delete=models.PROTECT, related_name="+", verbose_name=_("deciding event")
     )
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    # Denormalised for the audience count (contacts_with_grant), so that it is one index-only
+    # count over this table. Written only by consent_reachability_refresh(), which every write
+    # path of the inputs calls: the contact's team (null until first refreshed), and whether
+    # the contact may be messaged on `channel` at all: not restricted, not erased, and at least
+    # one address on the channel that is not suppressed.
+    team = models.ForeignKey(
+        Team,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+        db_index=False,
+        verbose_name=_("team"),
+    )
+    reachable = models.BooleanField(_("reachable"), default=False, db_default=False, editable=False)
 
     objects = ConsentQuerySet.as_manager()
 
@@ -314,6 +330,14 @@ class Consent(models.Model):
                 name="consent_audience",
             ),
             models.Index(fields=["status", "valid_until"], name="consent_expiry"),
+            # The audience count: current grants of reachable contacts per (purpose, channel,
+            # team), counted from this index alone (validity and contact are included).
+            models.Index(
+                fields=["purpose", "channel", "team"],
+                include=["valid_until", "contact"],
+                condition=Q(status=ConsentStatus.GRANTED, reachable=True),
+                name="consent_audience_reachable",
+            ),
         ]
 
     def __str__(self) -> str:

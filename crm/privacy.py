@@ -25,6 +25,7 @@ from django.utils.translation import gettext_lazy as _
 from crm import selectors
 from crm.errors import PermissionRefused
 from crm.models import Channel, Contact, ContactPoint, ImportRejection
+from crm.signals import contacts_reach_changed
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -230,6 +231,8 @@ def contact_pseudonymise(
     _scrub_change_reasons(ContactPoint.history.filter(contact_id=contact.pk), terms)
     _scrub_admin_log(contact, terms)
     _scrub_import_rejections(contact, terms, [address for _channel, address in addresses])
+    # An erased contact is never reached again.
+    contacts_reach_changed.send(sender=Contact, contact_ids=[contact.pk])
     return PseudonymisedContact(addresses=tuple(addresses), terms=tuple(terms))
 
 
@@ -269,4 +272,5 @@ def contact_restriction_set(
         contact._history_user = actor
     contact._change_reason = "processing restricted" if restricted else "restriction lifted"
     contact.save()
+    contacts_reach_changed.send(sender=Contact, contact_ids=[contact.pk])
     return contact

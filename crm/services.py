@@ -21,6 +21,7 @@ from crm.addresses import normalise_address
 from crm.errors import DomainError, PermissionRefused
 from crm.models import Contact, ContactPoint, Segment, Tag, Team, UserProfile
 from crm.segments import validate_rules
+from crm.signals import contacts_reach_changed
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -201,7 +202,7 @@ def _contact_point_insert(
     try:
         # A savepoint, so a race with another writer surfaces as a clear error, not a 500.
         with transaction.atomic():
-            return ContactPoint.objects.create(
+            point = ContactPoint.objects.create(
                 contact=contact,
                 team_id=contact.team_id,
                 channel=channel,
@@ -213,6 +214,8 @@ def _contact_point_insert(
             _("%(address)s already exists in this team.") % {"address": normalised},
             field="address",
         ) from exc
+    contacts_reach_changed.send(sender=ContactPoint, contact_ids=[contact.pk])
+    return point
 
 
 @transaction.atomic
@@ -255,6 +258,9 @@ def contact_point_update(
         point.is_primary = is_primary
     _history_user(point, actor)
     point.save()
+    if address is not None:
+        # A new address has a new hash, which may or may not be suppressed.
+        contacts_reach_changed.send(sender=ContactPoint, contact_ids=[point.contact_id])
     return point
 
 
@@ -262,7 +268,9 @@ def contact_point_update(
 def contact_point_remove(*, point: ContactPoint, actor: AbstractBaseUser | None) -> None:
     _ensure_may(actor, "crm.delete_contactpoint", point.team_id)
     _history_user(point, actor)
+    contact_id = point.contact_id
     point.delete()
+    contacts_reach_changed.send(sender=ContactPoint, contact_ids=[contact_id])
 
 
 @transaction.atomic
@@ -361,6 +369,8 @@ def contacts_assign_team(
         _history_user(contact, actor, "moved to another team")
         contact.save(update_fields=["team", "updated_at"])
     ContactPoint.objects.filter(contact_id__in=ids).update(team=team)
+    if ids:
+        contacts_reach_changed.send(sender=Contact, contact_ids=ids)
     return len(moving)
 
 

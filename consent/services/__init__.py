@@ -27,6 +27,10 @@ from consent.services.ledger import (
     is_suppressed,
     suppression_add,
 )
+from consent.services.reachability import (
+    consent_reachability_refresh,
+    consent_reachability_refresh_address,
+)
 from consent.services.retention import (
     CONTACT_ACTIVITY_SOURCES,
     RETENTION_HANDLERS,
@@ -99,6 +103,8 @@ __all__ = [
     "UnsubscribeTokenInvalid",
     "consent_collect",
     "consent_inbound_message",
+    "consent_reachability_refresh",
+    "consent_reachability_refresh_address",
     "consent_record",
     "consent_record_many",
     "consent_text_publish",

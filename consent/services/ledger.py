@@ -42,6 +42,11 @@ from consent.models import (
     Purpose,
     Suppression,
 )
+from consent.services.reachability import (
+    audience_columns_sql,
+    consent_reachability_refresh,
+    consent_reachability_refresh_address,
+)
 from consent.signals import consent_changed
 from crm import selectors as crm_selectors
 from crm.errors import DomainError, PermissionRefused
@@ -582,12 +587,16 @@ def _projection_rows(contact_ids: list[int]) -> dict[tuple[int, int, str], _Proj
 
 
 # The decided rows arrive as one JSON array (orjson writes it far faster than the driver quotes
-# thousands of parameters) and are upserted in one statement.
+# thousands of parameters) and are upserted in one statement. A new row gets its audience
+# columns (team, reachable) from the one rule in consent.services.reachability as it is
+# inserted; an existing row keeps them (a status change does not change them, and every write
+# to their inputs refreshes them).
 _UPSERT_PROJECTION = """
     INSERT INTO consent_consent
-        (contact_id, purpose_id, channel, status, since, valid_until, last_event_id, updated_at)
+        (contact_id, purpose_id, channel, status, since, valid_until, last_event_id, updated_at,
+         team_id, reachable)
     SELECT row.contact_id, row.purpose_id, row.channel, row.status, row.since, row.valid_until,
-           row.last_event_id, %s
+           row.last_event_id, %s, {team}, {reachable}
     FROM json_to_recordset(%s::json) AS row(
         contact_id bigint, purpose_id bigint, channel varchar, status varchar,
         since timestamptz, valid_until timestamptz, last_event_id bigint
@@ -612,15 +621,26 @@ def _write_projection(rows: dict[tuple[int, int, str], _ProjectionRow]) -> None:
         }
         for (contact_id, purpose_id, channel), row in rows.items()
     ]
+    if not decided:
+        return
     if connection.vendor == "postgresql":
+        team, reachable = audience_columns_sql("row.contact_id", "row.channel")
         with connection.cursor() as cursor:
-            cursor.execute(_UPSERT_PROJECTION, [timezone.now(), orjson.dumps(decided).decode()])
+            cursor.execute(
+                _UPSERT_PROJECTION.format(team=team, reachable=reachable),
+                [timezone.now(), orjson.dumps(decided).decode()],
+            )
         return
     Consent.objects.bulk_create(
         [Consent(**values) for values in decided],
         update_conflicts=True,
         unique_fields=["contact", "purpose", "channel"],
         update_fields=["status", "since", "valid_until", "last_event", "updated_at"],
+    )
+    # The rows just inserted (team still null) get their audience columns; updated ones keep
+    # theirs.
+    consent_reachability_refresh(
+        contact_ids={values["contact_id"] for values in decided}, only_new=True
     )
 
 
@@ -664,6 +684,7 @@ def _inserting(model: type[M], count: int) -> Iterator[Callable[[M], None]]:
             yield insert
 
 
+@transaction.atomic
 def suppression_add(
     *,
     address: str,
@@ -673,10 +694,13 @@ def suppression_add(
     note: str = "",
 ) -> Suppression:
     """Never message this address again, in any team. Idempotent."""
-    entry, _created = Suppression.objects.get_or_create(
+    entry, created = Suppression.objects.get_or_create(
         address_hash=address_hash(address),
         defaults={"channel": channel, "reason": reason, "team": team, "note": note},
     )
+    if created:
+        # Whoever holds the address (in any team) may no longer be reachable on it.
+        consent_reachability_refresh_address(address_hash=entry.address_hash)
     return entry
 
 

@@ -24,6 +24,8 @@ from psycopg.types.json import Jsonb
 from simple_history.utils import bulk_create_with_history
 
 from crm.imports.lookups import any_of
+from crm.models import ContactPoint
+from crm.signals import contacts_reach_changed
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -113,6 +115,7 @@ def create_with_history(
             default_change_reason=reason,
             default_date=now,
         )
+        _announce(model, instances)
         return
     fields = model._meta.concrete_fields
     ids = _reserve_ids(model, len(instances))
@@ -124,6 +127,14 @@ def create_with_history(
         instance._state.db = alias
     _copy(model, [f.column for f in fields], _values(instances, fields))
     _copy_history(model, ids, actor=actor, reason=reason, now=now)
+    _announce(model, instances)
+
+
+def _announce(model: type[models.Model], instances: Sequence[models.Model]) -> None:
+    """New addresses of existing contacts change whether they can be reached (crm.signals)."""
+    if model is ContactPoint:
+        contact_ids = sorted({point.contact_id for point in instances})
+        contacts_reach_changed.send(sender=model, contact_ids=contact_ids)
 
 
 def _copy_history(

@@ -210,7 +210,8 @@ def test_admin_opens_a_case_through_the_service(marketing, contact):
         {
             "contact": str(contact.pk),
             "kind": "restriction",
-            "received_at_0": timezone.now().strftime("%Y-%m-%d"),
+            # Yesterday: today at 08:00 is still in the future before 08:00 in Berlin.
+            "received_at_0": (timezone.now() - dt.timedelta(days=1)).strftime("%Y-%m-%d"),
             "received_at_1": "08:00:00",
             "identity_method": "",
         },
