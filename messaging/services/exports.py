@@ -387,16 +387,34 @@ def _sql_json_piece(value: str, kind: str) -> str:
     return f"coalesce({value}, 'null')"
 
 
-def _sql_csv_cell(value: str, kind: str) -> str:
-    """The spelled value as csv_safe() and csv.writer write it into a CSV line (NULL: empty)."""
+def _sql_csv_cell(value: str, kind: str, raw: str) -> str:
+    """The spelled value as csv_safe() and csv.writer write it into a CSV line (NULL: NULL).
+
+    `raw` is the column's value before spelling.
+    """
     if kind == TIME:
         return value  # starts with a digit, holds nothing csv quotes
+    if kind == NUMBER:
+        # Columns of this kind are integers: their text starts with a formula character ("-")
+        # exactly when they are negative, which a comparison answers without reading text.
+        return f"CASE WHEN {raw} < 0 THEN '''' || {value} ELSE {value} END"
     prefixed = f"ascii({value}) IN ({_SQL_FORMULA_CODES})"
     safe = f"CASE WHEN {prefixed} THEN '''' || {value} ELSE {value} END"
-    if kind == NUMBER:
-        return safe  # digits and a sign: nothing csv quotes
     quoted = " OR ".join(f"strpos({value}, {_sql_literal(char)}) > 0" for char in _CSV_QUOTED)
     return f"CASE WHEN {quoted} THEN '\"' || replace({safe}, '\"', '\"\"') || '\"' ELSE {safe} END"
+
+
+def _sql_joined(pieces: Sequence[str]) -> str:
+    """The pieces (texts, none NULL) joined with ||, as a balanced tree of concatenations.
+
+    Not concat(): it looks up each argument's output function again on every row, which cost
+    more than the spelling itself. Balanced, a row's text is copied about log2(pieces) times
+    rather than once per piece.
+    """
+    if len(pieces) == 1:
+        return pieces[0]
+    middle = len(pieces) // 2
+    return f"({_sql_joined(pieces[:middle])} || {_sql_joined(pieces[middle:])})"
 
 
 def _sql_lines(
@@ -412,25 +430,40 @@ def _sql_lines(
         for name in rows.query.order_by
     )
     values = [f"v{index}" for index in range(len(columns))]
-    spelled = ", ".join(
-        f"{_sql_spelled(column, kind)} AS {value}"
-        for column, value, (_name, _lookup, kind) in zip(raw, values, columns, strict=True)
-    )
+    kinds = [kind for _name, _lookup, kind in columns]
+    spelled = []
+    times = [index for index, kind in enumerate(kinds) if kind == TIME]
+    for index, (column, value, kind) in enumerate(zip(raw, values, kinds, strict=True)):
+        if kind == TIME and index != times[0]:
+            # A time equal to the row's first time (an event's recorded_at is mostly its
+            # occurred_at) takes that one's spelling: to_char is one of the dearest pieces.
+            first = raw[times[0]]
+            spelled += [
+                f"CASE WHEN {column} = {first} THEN NULL "
+                f"ELSE {_sql_spelled(column, kind)} END AS {value}",
+                f"{column} = {first} AS same_{column}",
+            ]
+            values[index] = f"(CASE WHEN same_{column} THEN {values[times[0]]} ELSE {value} END)"
+        else:
+            spelled.append(f"{_sql_spelled(column, kind)} AS {value}")
+        if kind == NUMBER:
+            spelled.append(column)  # a number's CSV cell also needs the number (_sql_csv_cell)
     # OFFSET 0 keeps the spelled values a subquery's output: each is computed once per row,
     # not once for each line that uses it.
     exported = f"({inner}) AS exported ({', '.join(raw)})"
-    line = f"SELECT {spelled} FROM {exported} ORDER BY {order} OFFSET 0"  # noqa: S608
+    line = f"SELECT {', '.join(spelled)} FROM {exported} ORDER BY {order} OFFSET 0"  # noqa: S608
     json_parts = []
     for index, (value, (name, _lookup, kind)) in enumerate(zip(values, columns, strict=True)):
         key = ("{" if index == 0 else ",") + _encode_string(name) + ":"
         json_parts += [_sql_literal(key), _sql_json_piece(value, kind)]
-    json_line = f"concat({', '.join(json_parts)}, '}}' || chr(10))"
-    # concat() writes NULL as nothing: csv_safe's empty cell.
-    cells = ", ',', ".join(
-        _sql_csv_cell(value, kind)
-        for value, (_name, _lookup, kind) in zip(values, columns, strict=True)
-    )
-    csv_line = f"concat({cells}, chr(13) || chr(10))"
+    json_line = _sql_joined([*json_parts, "'}' || chr(10)"])
+    cells: list[str] = []
+    for column, value, kind in zip(raw, values, kinds, strict=True):
+        if cells:
+            cells.append("','")
+        # NULL is csv_safe's empty cell.
+        cells.append(f"coalesce({_sql_csv_cell(value, kind, column)}, '')")
+    csv_line = _sql_joined([*cells, "chr(13) || chr(10)"])
     # Formatted in: the ORM's query, constant column names and literals (none holds a "%").
     return f"SELECT {json_line}, {csv_line} FROM ({line}) AS line", params  # noqa: S608
 
@@ -441,17 +474,35 @@ def _write_sql_lines(
     writer: _RowWriter,
     progress: Callable[[int], None],
 ) -> None:
-    """Let PostgreSQL spell both files' rows, in one pass, streamed CHUNK_SIZE rows at a time."""
+    """Let PostgreSQL spell both files' rows, in one pass, streamed CHUNK_SIZE rows at a time.
+
+    The lines arrive in binary format and stay the bytes PostgreSQL sent (the session speaks
+    UTF-8, the files' encoding): decoding every line to str only to encode it back was a good
+    part of this process's time.
+    """
     try:
         statement, params = _sql_lines(rows, columns)
     except EmptyResultSet:  # a filter that cannot match, e.g. no team in scope
         return
-    with connection.cursor() as cursor:
-        lines = cursor.cursor.stream(statement, params, size=CHUNK_SIZE)
+    # Only here: the Python writer (other databases) does not need psycopg.
+    from psycopg import Cursor
+    from psycopg.types.string import ByteaBinaryLoader
+
+    connection.ensure_connection()
+    # Django's cursors bind parameters client-side, and those cannot read binary results.
+    with Cursor(connection.connection) as cursor:
+        encoding = cursor.connection.info.encoding  # "utf-8": Django asks for UTF8
+
+        def utf8(lines: Sequence[bytes]) -> bytes:
+            joined = b"".join(lines)
+            return joined if encoding == "utf-8" else joined.decode(encoding).encode()
+
+        cursor.adapters.register_loader("text", ByteaBinaryLoader)  # the bytes as sent
+        lines = cursor.stream(statement, params, binary=True, size=CHUNK_SIZE)
         while chunk := list(islice(lines, CHUNK_SIZE)):
             json_lines, csv_lines = zip(*chunk, strict=True)
-            writer.jsonl.write_bytes("".join(json_lines).encode(), len(chunk))
-            writer.csv_file.write_bytes("".join(csv_lines).encode(), len(chunk))
+            writer.jsonl.write_bytes(utf8(json_lines), len(chunk))
+            writer.csv_file.write_bytes(utf8(csv_lines), len(chunk))
             progress(len(chunk))
 
 
