@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import django_filters
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils.translation import gettext_lazy as _
+from django_filters.rest_framework import DjangoFilterBackend
 
 from crm import selectors
 from crm.models import Channel, Contact, ContactPoint, Language, Segment, Tag
+
+if TYPE_CHECKING:
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
+
+    from crm.api.pagination import PageWindow
 
 
 class ContactFilter(django_filters.FilterSet):
@@ -48,6 +57,19 @@ class ContactFilter(django_filters.FilterSet):
             "search",
         ]
 
+    def __init__(self, *args: Any, page_window: PageWindow | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.page_window = page_window
+
+    def filter_queryset(self, queryset: QuerySet[Contact]) -> QuerySet[Contact]:
+        # Search last: it narrows its parts by the page window, so they must already carry
+        # every other condition of the list (selectors.contacts_matching).
+        data = self.form.cleaned_data
+        for name, value in data.items():
+            if name != "search":
+                queryset = self.filters[name].filter(queryset, value)
+        return self.filters["search"].filter(queryset, data.get("search"))
+
     def filter_tag(self, queryset: QuerySet[Contact], name: str, value: str) -> QuerySet[Contact]:
         # EXISTS rather than a join, so a contact never appears twice.
         tagged = Contact.tags.through.objects.filter(
@@ -63,7 +85,20 @@ class ContactFilter(django_filters.FilterSet):
     def filter_search(
         self, queryset: QuerySet[Contact], name: str, value: str
     ) -> QuerySet[Contact]:
-        return selectors.contacts_matching(queryset, [value])
+        return selectors.contacts_matching(queryset, [value], window=self.page_window)
+
+
+class PageWindowFilterBackend(DjangoFilterBackend):
+    """Hands the filter set the page window of the list being paged (ContactViewSet), so a
+    search can stop after one page instead of collecting every match."""
+
+    def get_filterset_kwargs(
+        self, request: Request, queryset: QuerySet, view: APIView
+    ) -> dict[str, Any]:
+        kwargs = super().get_filterset_kwargs(request, queryset, view)
+        page_window = getattr(view, "page_window", None)
+        kwargs["page_window"] = page_window() if page_window is not None else None
+        return kwargs
 
 
 class ContactPointFilter(django_filters.FilterSet):

@@ -33,6 +33,7 @@ from crm import selectors, services
 from crm.api import filters
 from crm.api import serializers as api
 from crm.api.base import READ_ACTIONS, FilteredViewSet, model_perms
+from crm.api.pagination import PageWindow
 from crm.models import Contact, ContactPoint, Segment, Tag, Team
 
 
@@ -106,9 +107,21 @@ class ContactViewSet(
         "bulk_assign_team": api.ContactBulkAssignTeamInputSerializer,
     }
     action_perms = model_perms("crm", "contact", bulk_tag="change", bulk_assign_team="change")
+    filter_backends: ClassVar[list] = [filters.PageWindowFilterBackend]
 
     def get_queryset(self) -> QuerySet[Contact]:
         return selectors.contacts_visible_to(self.request.user)
+
+    def page_window(self) -> PageWindow | None:
+        """What paging will do to the filtered list, when this request is a paged list.
+
+        Only the list is paged: a retrieve filtered by the same parameters must find every
+        match, and a paginator without windows (LimitOffsetPagination) pages the whole set.
+        """
+        window = getattr(self.paginator, "page_window", None)
+        if self.action != "list" or window is None:
+            return None
+        return window(self.request)
 
     def perform_create(self, serializer: serializers.BaseSerializer) -> None:
         data = dict(serializer.validated_data)
