@@ -8,6 +8,8 @@ on the message (`Message.gate_decision`).
 The rules are one pure function of the request and the facts read for it. The facts are read
 for a whole batch of requests in a constant number of queries (`send_gate_evaluate_many`, what
 campaign batches use); a single decision is a batch of one, so both forms apply the same rules.
+What requests of a batch share (account, version, purpose, quiet hours per time zone) is worked
+out once per batch (`_Kind`); on PostgreSQL the facts query is a prepared statement.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import datetime as dt
 import functools
 import json
 import zoneinfo
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -159,15 +161,14 @@ def primary_address(contact: Contact, channel: str) -> str | None:
 
 @dataclass(frozen=True)
 class _Facts:
-    """What the rules read from the database about one request."""
+    """What a batch read besides each contact's row of the facts query (see _FactsShape)."""
 
-    address: str | None = None
-    address_hash: str = ""
-    suppressed: bool = False
-    # The current grant for the request's purpose and channel (values), if any.
-    consent: dict[str, Any] | None = None
-    # Counted outbound messages of the contact for the purpose in the cap period.
-    recent_messages: int = 0
+    # Hashes of the addresses named in requests that are suppressed.
+    suppressed: set[str]
+    # Requests' own messages (delivery re-checks) counted in their contact's row.
+    counted_self: set[int]
+    # A raw datetime column as the ORM would return it.
+    read_datetime: Callable[[Any], dt.datetime | None]
 
 
 def _loaded_version(version: TemplateVersion) -> bool:
@@ -180,10 +181,12 @@ def _loaded_version(version: TemplateVersion) -> bool:
 
 def _with_loaded_versions(requests: Sequence[SendRequest]) -> list[SendRequest]:
     """The requests with template, purpose loaded for every version (one query at most)."""
+    # A batch shares a few version objects: each is looked at once.
+    versions = {id(r.template_version): r.template_version for r in requests}
     missing = {
-        request.template_version.pk
-        for request in requests
-        if request.template_version is not None and not _loaded_version(request.template_version)
+        version.pk
+        for version in versions.values()
+        if version is not None and not _loaded_version(version)
     }
     if not missing:
         return list(requests)
@@ -232,28 +235,32 @@ class _FactsShape:
     capped: tuple[Purpose, ...]
 
     @classmethod
-    def of(cls, requests: Sequence[SendRequest]) -> _FactsShape:
-        capped = {purpose for purpose in map(_frequency_capped, requests) if purpose is not None}
-        return cls(
-            channels=tuple(sorted({r.account.channel for r in requests if not r.address})),
+    def of(cls, kinds: Collection[_Kind]) -> _FactsShape:
+        """The shape for a batch's kinds of request; places each kind's columns."""
+        capped = {kind.capped for kind in kinds if kind.capped is not None}
+        shape = cls(
+            channels=tuple(sorted({kind.channel for kind in kinds if kind.reads_address})),
             grants=tuple(
-                sorted({(r.purpose.pk, r.account.channel) for r in requests if _needs_consent(r)})
+                sorted({(kind.purpose.pk, kind.channel) for kind in kinds if kind.needs_consent})
             ),
             capped=tuple(sorted(capped, key=lambda purpose: purpose.pk)),
         )
+        for kind in kinds:
+            shape._place(kind)
+        return shape
 
-    # Column positions in a row of _facts_sql: the contact id, then two per channel,
-    # _GRANT_COLUMNS per grant, one per capped purpose.
-    def address_column(self, channel: str) -> int:
-        return 1 + 2 * self.channels.index(channel)
-
-    def grant_column(self, purpose_id: int, channel: str) -> int:
-        index = self.grants.index((purpose_id, channel))
-        return 1 + 2 * len(self.channels) + len(_GRANT_COLUMNS) * index
-
-    def sent_column(self, purpose: Purpose) -> int:
-        grants = len(_GRANT_COLUMNS) * len(self.grants)
-        return 1 + 2 * len(self.channels) + grants + self.capped.index(purpose)
+    def _place(self, kind: _Kind) -> None:
+        # Column positions in a row of _facts_sql: the contact id, then two per channel,
+        # _GRANT_COLUMNS per grant, one per capped purpose.
+        grants = 1 + 2 * len(self.channels)
+        sent = grants + len(_GRANT_COLUMNS) * len(self.grants)
+        if kind.reads_address:
+            kind.address_column = 1 + 2 * self.channels.index(kind.channel)
+        if kind.needs_consent:
+            index = self.grants.index((kind.purpose.pk, kind.channel))
+            kind.grant_column = grants + len(_GRANT_COLUMNS) * index
+        if kind.capped is not None:
+            kind.sent_column = sent + self.capped.index(kind.capped)
 
     def rows(
         self, db: BaseDatabaseWrapper, contact_ids: set[int], at: dt.datetime
@@ -261,11 +268,16 @@ class _FactsShape:
         """Contact id -> its row of _facts_sql, in one query (none when nothing is read)."""
         if not (self.channels or self.grants or self.capped):
             return {}
-        sql = _facts_sql(db.vendor, len(self.channels), len(self.grants), len(self.capped))
-        adapt = db.ops.adapt_datetimefield_value
         ids = list(contact_ids)
+        one = len(ids) == 1 and db.vendor == "postgresql"
+        sql = _facts_sql(db.vendor, len(self.channels), len(self.grants), len(self.capped), one)
+        adapt = db.ops.adapt_datetimefield_value
+        if db.vendor != "postgresql":
+            contacts: Any = json.dumps(ids)
+        else:
+            contacts = ids[0] if one else ids
         params: dict[str, Any] = {
-            "contacts": ids if db.vendor == "postgresql" else json.dumps(ids),
+            "contacts": contacts,
             "at": adapt(at),
             "granted": ConsentStatus.GRANTED,
             "outbound": Direction.OUTBOUND,
@@ -278,14 +290,75 @@ class _FactsShape:
         for i, purpose in enumerate(self.capped):
             params[f"capped_purpose_{i}"] = purpose.pk
             params[f"capped_since_{i}"] = adapt(_cap_since(purpose, at))
-        with db.cursor() as cursor:
+        with _facts_cursor(db) as cursor:
             cursor.execute(sql, params)
             return {row[0]: row for row in cursor.fetchall()}
 
 
+# psycopg prepares a statement once it ran this often; the facts cursor asks for it at once,
+# so with this threshold nothing else ever becomes prepared while its query runs.
+_PREPARE_ONLY_WHEN_ASKED: Final = 1_000_000_000
+
+
+@functools.cache
+def _preparing_cursor_class() -> type | None:
+    """psycopg 3's server-side-binding cursor, preparing every statement it runs and reading
+    its rows in binary (None under psycopg 2, which cannot prepare). Binary rows: Django's
+    timestamptz loader for text is Python, which made parsing the grants' two datetimes a
+    tenth of a batch's time; psycopg's binary one returns the same aware UTC values."""
+    from django.db.backends.postgresql import base as postgresql
+
+    if not postgresql.is_psycopg3:
+        return None
+
+    class PreparingCursor(postgresql.ServerBindingCursor):
+        def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
+            connection = self.connection
+            threshold = connection.prepare_threshold
+            # Django turns psycopg's prepared statements off for the whole connection
+            # (prepare_threshold None, for poolers); this cursor alone asks for them, and the
+            # connection's setting is put back before any other statement runs.
+            if threshold is None:
+                connection.prepare_threshold = _PREPARE_ONLY_WHEN_ASKED
+            try:
+                return super().execute(
+                    query, params, **{**options, "prepare": True, "binary": True}
+                )
+            finally:
+                connection.prepare_threshold = threshold
+
+    return PreparingCursor
+
+
+def _facts_cursor(db: BaseDatabaseWrapper) -> Any:
+    """The cursor for the facts query: on PostgreSQL a prepared statement, planned once per
+    connection and shape instead of once per decision (Django's own cursor inlines the values,
+    so every execution was planned anew and planning was most of a single decision's time).
+
+    Still Django's cursor wrapper (query log, error translation, broken-transaction check) on
+    Django's connection, so it runs in the caller's transaction. Statements prepared in a
+    transaction outlive its rollback on the server; psycopg drops its own list of them on
+    every rollback anyway and prepares again. Off where DISABLE_SERVER_SIDE_CURSORS marks a
+    transaction-pooling PgBouncer (before 1.21, or without max_prepared_statements), which
+    would hand the statement's name to another server connection.
+    """
+    if db.vendor != "postgresql" or db.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
+        return db.cursor()
+    cursor_class = _preparing_cursor_class()
+    if cursor_class is None:
+        return db.cursor()
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    db.validate_thread_sharing()
+    with db.wrap_database_errors:
+        cursor = cursor_class(db.connection)
+    return db.make_debug_cursor(cursor) if db.queries_logged else db.make_cursor(cursor)
+
+
 @functools.lru_cache(maxsize=64)
-def _facts_sql(vendor: str, channels: int, grants: int, capped: int) -> str:
-    """The facts query for a shape with that many channels, grants and capped purposes.
+def _facts_sql(vendor: str, channels: int, grants: int, capped: int, one: bool = False) -> str:
+    """The facts query for a shape with that many channels, grants and capped purposes
+    (`one`: for a single contact, on PostgreSQL).
 
     Raw SQL because compiling the equivalent ORM query (a subquery per column) cost more than
     running it; the text is built once per shape and vendor, the values are named parameters
@@ -350,11 +423,15 @@ def _facts_sql(vendor: str, channels: int, grants: int, capped: int) -> str:
     # The contact ids are one parameter whatever their number (an array on PostgreSQL, a JSON
     # list on SQLite), read as a table: less for PostgreSQL to plan than crm_contact, and a
     # contact that is gone reads as one without address, grant or messages.
-    contacts = (
-        "unnest(%(contacts)s::bigint[]) AS c (id)"
-        if vendor == "postgresql"
-        else "(SELECT value AS id FROM json_each(%(contacts)s)) AS c"
-    )
+    if vendor != "postgresql":
+        contacts = "(SELECT value AS id FROM json_each(%(contacts)s)) AS c"
+    elif one:
+        # One contact is one row for the planner too: prepared, the statement's generic plan
+        # then costs what a custom one does and PostgreSQL stops planning it per execution
+        # (with the array it guesses 100 rows from unnest and replans every time).
+        contacts = "(VALUES (%(contacts)s::bigint)) AS c (id)"
+    else:
+        contacts = "unnest(%(contacts)s::bigint[]) AS c (id)"
     return f"SELECT {', '.join(columns)} FROM {contacts} {' '.join(joins)}"  # noqa: S608
 
 
@@ -403,208 +480,193 @@ def _counted_self(requests: Sequence[SendRequest], at: dt.datetime) -> set[int]:
     }
 
 
-def _facts(requests: Sequence[SendRequest], at: dt.datetime) -> list[_Facts]:
-    """Everything the rules read, for all requests, in a constant number of queries: one,
-    plus one for addresses named in requests and one for delivery re-checks of capped
-    messages."""
-    # Resolved once: every use of the `connection` proxy is a thread-local lookup.
-    db = connections[DEFAULT_DB_ALIAS]
-    shape = _FactsShape.of(requests)
-    by_contact = shape.rows(db, {r.contact.pk for r in requests}, at)
-    named = {address_hash(r.address) for r in requests if r.address}
-    suppressed = _suppressed(named)
-    counted_self = _counted_self(requests, at)
-    read_datetime = _datetime_reader(db)
-    facts = []
-    for request in requests:
-        # No row only when the shape reads nothing: then no request reads a column.
-        row = by_contact.get(request.contact.pk, ())
-        channel = request.account.channel
-        if request.address:
-            address = request.address
-            hashed = address_hash(address)
-            is_suppressed = hashed in suppressed
-        else:
-            column = shape.address_column(channel)
-            address = row[column]
-            hashed = address_hash(address) if address else ""
-            is_suppressed = bool(row[column + 1])
-        consent = None
-        if _needs_consent(request):
-            column = shape.grant_column(request.purpose.pk, channel)
-            pk, last_event_id, since, valid_until = row[column : column + len(_GRANT_COLUMNS)]
-            if pk is not None:
-                consent = {
-                    "pk": pk,
-                    "last_event_id": last_event_id,
-                    "since": read_datetime(since),
-                    "valid_until": read_datetime(valid_until),
-                }
-        capped = _frequency_capped(request)
-        recent = row[shape.sent_column(capped)] if capped else 0
-        facts.append(
-            _Facts(
-                address=address,
-                address_hash=hashed,
-                suppressed=is_suppressed,
-                consent=consent,
-                recent_messages=recent - (request.message_id in counted_self),
-            )
+class _Kind:
+    """What requests with the same account, version and form share: their purpose, what the
+    facts query reads for them, and the answers of the rules that look at nothing else
+    (account, template, quiet hours per time zone). Worked out once per batch, not per
+    recipient; each decision is still made from them in the order the rules give."""
+
+    def __init__(self, request: SendRequest, at: dt.datetime) -> None:
+        account, version = request.account, request.template_version
+        purpose = request.purpose
+        self.account, self.version, self.purpose = account, version, purpose
+        self.channel = account.channel
+        self.reads_address = not request.address
+        self.needs_consent = _needs_consent(request)
+        self.capped = _frequency_capped(request)
+        self.opt_in_confirmation = request.opt_in_confirmation
+        self.inactive = not account.is_active
+        self.mismatch = version is not None and version.template.channel != account.channel
+        self.template_refusal = (
+            approval_selectors.sendability(version, at) if version is not None else None
         )
-    return facts
-
-
-class _Evaluation:
-    """Runs the checks in the order the rules give and collects what each one saw."""
-
-    def __init__(self, request: SendRequest, facts: _Facts, at: dt.datetime) -> None:
-        self.request = request
-        self.facts = facts
-        self.at = at
-        self.checks: list[str] = []
-        self.inputs: dict[str, Any] = {}
-
-    def refuse(self, reason: str) -> GateDecision:
-        return GateDecision(
-            allowed=False,
-            reason=reason,
-            decided_at=self.at,
-            checks=self.checks,
-            inputs=self.inputs,
-            request=self.request,
-        )
-
-    def run(self) -> GateDecision:
-        request = self.request
-        contact, account, version = request.contact, request.account, request.template_version
-        for check in (
-            self._account,
-            self._contact,
-            self._address,
-            self._consent,
-            self._template,
-            self._service_window,
-            self._frequency_cap,
-        ):
-            reason = check()
-            if reason:
-                return self.refuse(reason)
-        deferred_until = self._quiet_hours()
-        self.inputs.update(
-            contact=contact.pk,
-            account=account.pk,
-            template_version=version.pk if version else None,
-            purpose=request.purpose.pk if request.purpose else None,
-        )
-        return GateDecision(
-            allowed=True,
-            reason=QUIET_HOURS if deferred_until else None,
-            deferred_until=deferred_until,
-            decided_at=self.at,
-            checks=self.checks,
-            inputs=self.inputs,
-            request=request,
-        )
-
-    def _account(self) -> str | None:
-        self.checks.append("account")
-        account, version = self.request.account, self.request.template_version
-        if not account.is_active:
-            return ACCOUNT_INACTIVE
-        if account.team_id != self.request.contact.team_id:
-            return ACCOUNT_OTHER_TEAM
-        if version is not None and version.template.channel != account.channel:
-            return CHANNEL_MISMATCH
-        return None
-
-    def _contact(self) -> str | None:
-        self.checks.append("contact")
-        contact = self.request.contact
-        if contact.erased_at is not None:
-            return CONTACT_ERASED
-        if contact.is_restricted:
-            return CONTACT_RESTRICTED
-        return None
-
-    def _address(self) -> str | None:
-        self.checks.append("suppression")
-        if not self.facts.address:
-            return NO_ADDRESS
-        self.inputs["address_hash"] = self.facts.address_hash
-        if self.facts.suppressed:
-            return SUPPRESSED
-        return None
-
-    def _consent(self) -> str | None:
-        purpose = self.request.purpose
-        if purpose is None or self.request.opt_in_confirmation:
-            self.inputs["consent"] = "opt_in_confirmation" if purpose else "not_required"
-            return None
-        self.checks.append("consent")
-        consent = self.facts.consent
-        if consent is None:
-            return NO_CONSENT
-        self.inputs["consent"] = {
-            "id": consent["pk"],
-            "event": consent["last_event_id"],
-            "since": consent["since"].isoformat(),
-            "valid_until": consent["valid_until"].isoformat() if consent["valid_until"] else None,
-        }
-        return None
-
-    def _template(self) -> str | None:
-        version = self.request.template_version
-        if version is None:
-            return None
-        self.checks.append("template")
-        self.inputs["template_state"] = version.state
-        return approval_selectors.sendability(version, self.at)
-
-    def _service_window(self) -> str | None:
-        if self.request.template_version is not None:
-            return None
-        self.checks.append("service_window")
-        conversation = self.request.conversation
-        window_end = conversation.service_window_ends_at if conversation else None
-        self.inputs["service_window_ends_at"] = window_end.isoformat() if window_end else None
-        if self.request.account.channel == Channel.WHATSAPP:
-            return None if window_end and window_end > self.at else OUTSIDE_SERVICE_WINDOW
-        # Other channels have no window, but free text is a reply: only to people who wrote
-        # (and the confirmation someone asked for when subscribing).
-        if self.request.opt_in_confirmation:
-            return None
-        return None if conversation and conversation.last_inbound_at else NO_DIALOG
-
-    def _frequency_cap(self) -> str | None:
-        purpose = self.request.purpose
-        if purpose is None or not purpose.frequency_cap:
-            return None
-        self.checks.append("frequency_cap")
-        count = self.facts.recent_messages
-        self.inputs["frequency"] = {
-            "sent": count,
-            "cap": purpose.frequency_cap,
-            "hours": purpose.frequency_period_hours,
-        }
-        return FREQUENCY_CAP if count >= purpose.frequency_cap else None
-
-    def _quiet_hours(self) -> dt.datetime | None:
-        """When the quiet hours end, if a consent-based message falls into them."""
-        account = self.request.account
+        self.ids = (account.pk, version.pk if version else None, purpose.pk if purpose else None)
         start, end = account.quiet_hours_start, account.quiet_hours_end
-        if self.request.purpose is None or start is None or end is None or start == end:
-            return None
-        self.checks.append("quiet_hours")
-        zone = zoneinfo.ZoneInfo(self.request.contact.time_zone or "Europe/Berlin")
-        local = self.at.astimezone(zone)
+        self.quiet = (
+            (start, end)
+            if purpose is not None and start is not None and end is not None and start != end
+            else None
+        )
+        self._quiet_ends: dict[str, tuple[str, dt.datetime | None]] = {}
+        # Filled in by _facts once the batch's shape is known: columns of the facts row.
+        self.address_column = self.grant_column = self.sent_column = 0
+
+    def quiet_until(self, time_zone: str, at: dt.datetime) -> tuple[str, dt.datetime | None]:
+        """(zone, when the quiet hours end) for a contact in `time_zone`; None when not
+        inside them. The same for every contact of the zone at the batch's `at`."""
+        known = self._quiet_ends.get(time_zone)
+        if known is not None:
+            return known
+        start, end = self.quiet
+        zone = zoneinfo.ZoneInfo(time_zone or "Europe/Berlin")
+        local = at.astimezone(zone)
         now = local.time()
         inside = (start <= now < end) if start < end else (now >= start or now < end)
-        if not inside:
-            return None
-        end_day = local.date() if now < end else local.date() + dt.timedelta(days=1)
-        resume = dt.datetime.combine(end_day, end, tzinfo=zone).astimezone(dt.UTC)
-        self.inputs["quiet_hours"] = {"zone": str(zone), "until": resume.isoformat()}
-        return resume
+        resume = None
+        if inside:
+            end_day = local.date() if now < end else local.date() + dt.timedelta(days=1)
+            resume = dt.datetime.combine(end_day, end, tzinfo=zone).astimezone(dt.UTC)
+        self._quiet_ends[time_zone] = (str(zone), resume)
+        return self._quiet_ends[time_zone]
+
+
+def _kinds(requests: Sequence[SendRequest], at: dt.datetime) -> list[_Kind]:
+    """Each request's kind; requests sharing account and version objects share one."""
+    kinds: dict[tuple[int, int, bool, bool], _Kind] = {}
+    found = []
+    for request in requests:
+        key = (
+            id(request.account),
+            id(request.template_version),
+            request.opt_in_confirmation,
+            not request.address,
+        )
+        kind = kinds.get(key)
+        if kind is None:
+            kind = kinds[key] = _Kind(request, at)
+        found.append(kind)
+    return found
+
+
+def _refused(
+    request: SendRequest, at: dt.datetime, reason: str, checks: list[str], inputs: dict[str, Any]
+) -> GateDecision:
+    return GateDecision(
+        allowed=False, reason=reason, decided_at=at, checks=checks, inputs=inputs, request=request
+    )
+
+
+def _decide(
+    request: SendRequest, kind: _Kind, at: dt.datetime, row: Sequence[Any], facts: _Facts
+) -> GateDecision:
+    """The rules, in order: account, contact, suppressed address, consent, template, service
+    window, frequency cap; then quiet hours defer. `checks` and `inputs` record what was
+    looked at, as stored with the message."""
+    contact = request.contact
+    checks = ["account"]
+    inputs: dict[str, Any] = {}
+    if kind.inactive:
+        return _refused(request, at, ACCOUNT_INACTIVE, checks, inputs)
+    if kind.account.team_id != contact.team_id:
+        return _refused(request, at, ACCOUNT_OTHER_TEAM, checks, inputs)
+    if kind.mismatch:
+        return _refused(request, at, CHANNEL_MISMATCH, checks, inputs)
+
+    checks.append("contact")
+    if contact.erased_at is not None:
+        return _refused(request, at, CONTACT_ERASED, checks, inputs)
+    if contact.is_restricted:
+        return _refused(request, at, CONTACT_RESTRICTED, checks, inputs)
+
+    checks.append("suppression")
+    if kind.reads_address:
+        address = row[kind.address_column]
+        if not address:
+            return _refused(request, at, NO_ADDRESS, checks, inputs)
+        inputs["address_hash"] = address_hash(address)
+        suppressed = row[kind.address_column + 1]
+    else:
+        hashed = address_hash(request.address)
+        inputs["address_hash"] = hashed
+        suppressed = hashed in facts.suppressed
+    if suppressed:
+        return _refused(request, at, SUPPRESSED, checks, inputs)
+
+    if not kind.needs_consent:
+        inputs["consent"] = "opt_in_confirmation" if kind.purpose else "not_required"
+    else:
+        checks.append("consent")
+        column = kind.grant_column
+        consent_id = row[column]
+        if consent_id is None:
+            return _refused(request, at, NO_CONSENT, checks, inputs)
+        since, valid_until = facts.read_datetime(row[column + 2]), row[column + 3]
+        valid_until = facts.read_datetime(valid_until) if valid_until is not None else None
+        inputs["consent"] = {
+            "id": consent_id,
+            "event": row[column + 1],
+            "since": since.isoformat(),
+            "valid_until": valid_until.isoformat() if valid_until else None,
+        }
+
+    if kind.version is not None:
+        checks.append("template")
+        inputs["template_state"] = kind.version.state
+        if kind.template_refusal:
+            return _refused(request, at, kind.template_refusal, checks, inputs)
+    else:
+        refusal = _service_window(request, at, checks, inputs)
+        if refusal:
+            return _refused(request, at, refusal, checks, inputs)
+
+    capped = kind.capped
+    if capped is not None:
+        checks.append("frequency_cap")
+        count = row[kind.sent_column] - (request.message_id in facts.counted_self)
+        inputs["frequency"] = {
+            "sent": count,
+            "cap": capped.frequency_cap,
+            "hours": capped.frequency_period_hours,
+        }
+        if count >= capped.frequency_cap:
+            return _refused(request, at, FREQUENCY_CAP, checks, inputs)
+
+    deferred_until = None
+    if kind.quiet is not None:
+        checks.append("quiet_hours")
+        zone, deferred_until = kind.quiet_until(contact.time_zone, at)
+        if deferred_until is not None:
+            inputs["quiet_hours"] = {"zone": zone, "until": deferred_until.isoformat()}
+    account_id, version_id, purpose_id = kind.ids
+    inputs.update(
+        contact=contact.pk, account=account_id, template_version=version_id, purpose=purpose_id
+    )
+    return GateDecision(
+        allowed=True,
+        reason=QUIET_HOURS if deferred_until else None,
+        deferred_until=deferred_until,
+        decided_at=at,
+        checks=checks,
+        inputs=inputs,
+        request=request,
+    )
+
+
+def _service_window(
+    request: SendRequest, at: dt.datetime, checks: list[str], inputs: dict[str, Any]
+) -> str | None:
+    """Free text: WhatsApp's 24-hour window, elsewhere only to people who wrote."""
+    checks.append("service_window")
+    conversation = request.conversation
+    window_end = conversation.service_window_ends_at if conversation else None
+    inputs["service_window_ends_at"] = window_end.isoformat() if window_end else None
+    if request.account.channel == Channel.WHATSAPP:
+        return None if window_end and window_end > at else OUTSIDE_SERVICE_WINDOW
+    # Other channels have no window, but free text is a reply: only to people who wrote
+    # (and the confirmation someone asked for when subscribing).
+    if request.opt_in_confirmation:
+        return None
+    return None if conversation and conversation.last_inbound_at else NO_DIALOG
 
 
 def send_gate_evaluate(request: SendRequest, *, at: dt.datetime | None = None) -> GateDecision:
@@ -629,7 +691,18 @@ def send_gate_evaluate_many(
     """
     at = at or timezone.now()
     requests = _with_loaded_versions(requests)
+    kinds = _kinds(requests, at)
+    # Resolved once: every use of the `connection` proxy is a thread-local lookup.
+    db = connections[DEFAULT_DB_ALIAS]
+    shape = _FactsShape.of(set(kinds))
+    by_contact = shape.rows(db, {r.contact.pk for r in requests}, at)
+    facts = _Facts(
+        suppressed=_suppressed({address_hash(r.address) for r in requests if r.address}),
+        counted_self=_counted_self(requests, at),
+        read_datetime=_datetime_reader(db),
+    )
+    # No row only when the shape reads nothing: then no request reads a column.
     return [
-        _Evaluation(request, facts, at).run()
-        for request, facts in zip(requests, _facts(requests, at), strict=True)
+        _decide(request, kind, at, by_contact.get(request.contact.pk, ()), facts)
+        for request, kind in zip(requests, kinds, strict=True)
     ]
