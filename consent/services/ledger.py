@@ -51,7 +51,7 @@ from consent.signals import consent_changed
 from crm import selectors as crm_selectors
 from crm.errors import DomainError, PermissionRefused
 from crm.hashing import address_hash
-from crm.imports.writes import InstanceMaker
+from crm.imports.writes import InstanceMaker, reserve_ids
 from crm.ledger import GENESIS_HASH, LedgerEntry, canonical_json
 from crm.models import Channel, Contact, Team
 
@@ -666,22 +666,20 @@ def _inserting(model: type[M], count: int) -> Iterator[Callable[[M], None]]:
     row_of = operator.itemgetter(*(f.attname for f in fields))
     pk_name = model._meta.pk.attname
     alias = connection.alias
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [table, count],
-        )
-        ids = iter([pk for (pk,) in cursor.fetchall()])
-        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+    ids = iter(reserve_ids(model, count))
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
+    ):
 
-            def insert(instance: M) -> None:
-                values = instance.__dict__
-                values[pk_name] = next(ids)
-                instance._state.adding = False
-                instance._state.db = alias
-                copy.write_row(row_of(values))
+        def insert(instance: M) -> None:
+            values = instance.__dict__
+            values[pk_name] = next(ids)
+            instance._state.adding = False
+            instance._state.db = alias
+            copy.write_row(row_of(values))
 
-            yield insert
+        yield insert
 
 
 @transaction.atomic

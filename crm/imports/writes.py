@@ -118,7 +118,7 @@ def create_with_history(
         _announce(model, instances)
         return
     fields = model._meta.concrete_fields
-    ids = _reserve_ids(model, len(instances))
+    ids = reserve_ids(model, len(instances))
     pk_name = model._meta.pk.attname
     alias = connection.alias
     for instance, pk in zip(instances, ids, strict=True):
@@ -210,10 +210,14 @@ def insert_links(through: type[models.Model], pairs: Sequence[tuple[int, int]]) 
         )
 
 
-def _reserve_ids(model: type[models.Model], count: int) -> list[int]:
+def reserve_ids(model: type[models.Model], count: int) -> list[int]:
+    """`count` primary keys from the model's sequence (PostgreSQL), for rows written by COPY."""
     with connection.cursor() as cursor:
+        # The sequence is looked up once (a sub-select, run before the rows): as an argument of
+        # nextval, pg_get_serial_sequence ran once per id, ten times the cost of nextval itself.
         cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            "SELECT nextval((SELECT pg_get_serial_sequence(%s, %s)::regclass))"
+            " FROM generate_series(1, %s)",
             [model._meta.db_table, model._meta.pk.column, count],
         )
         return [pk for (pk,) in cursor.fetchall()]

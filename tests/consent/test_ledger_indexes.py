@@ -1,0 +1,154 @@
+"""The ledger tables carry only the indexes their queries use, and the bulk path's statements
+per chunk do not grow with the chunk.
+
+Every index costs each appended event, so the redundant single-column foreign-key indexes
+(prefixes of composite ones) and the hash's LIKE index are left out (migration 0004); the
+chain's constraints (one hash, one sequence number per contact, one event per evidence row)
+stay, and the lookups that used the dropped indexes are still index scans.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from consent.models import ConsentAction, ConsentEvent, ConsentEvidence, ConsentSource
+from consent.services import ConsentChange, Evidence, consent_record_many
+from tests.factories import ContactFactory, PurposeFactory
+
+pytestmark = pytest.mark.django_db
+
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="index names and plans of PostgreSQL"
+)
+
+EVENT_INDEXES = {
+    "consent_consentevent_pkey",
+    "consent_consentevent_evidence_id_key",
+    "consent_consentevent_unique_hash",
+    "consent_consentevent_unique_sequence",
+    "consent_event_team_recorded",
+    "consent_event_purpose",
+}
+PROJECTION_INDEXES = {
+    "consent_consent_pkey",
+    "consent_consent_unique",
+    "consent_consent_last_event_id_906cb4bc",
+    "consent_audience",
+    "consent_audience_reachable",
+    "consent_expiry",
+}
+
+
+def _indexes(table: str) -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", [table])
+        return {name for (name,) in cursor.fetchall()}
+
+
+def _plan(sql: str, params: list) -> str:
+    with connection.cursor() as cursor:
+        # Tiny test tables: without this the planner reads them whole.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def _changes(contacts, purpose, per_contact=3):
+    now = timezone.now()
+    return [
+        ConsentChange(
+            contact_id=contact.pk,
+            purpose=purpose,
+            channel="sms",
+            action=ConsentAction.WITHDRAWN if n % 2 else ConsentAction.GRANTED,
+            source=ConsentSource.AGENT,
+            evidence=Evidence(note="am Telefon"),
+            occurred_at=now - dt.timedelta(minutes=per_contact - n),
+        )
+        for contact in contacts
+        for n in range(per_contact)
+    ]
+
+
+@postgres_only
+def test_the_ledger_tables_have_only_the_indexes_their_queries_use():
+    assert _indexes("consent_consentevent") == EVENT_INDEXES
+    assert _indexes("consent_consent") == PROJECTION_INDEXES
+
+
+@postgres_only
+@pytest.mark.parametrize(
+    ("sql", "index"),
+    [
+        # Chain heads, a contact's timeline, verification, PROTECT on contact deletion.
+        (
+            "SELECT id FROM consent_consentevent WHERE contact_id = %s ORDER BY sequence",
+            "consent_consentevent_unique_sequence",
+        ),
+        # The API and admin lists by team, PROTECT on team deletion.
+        ("SELECT id FROM consent_consentevent WHERE team_id = %s", "consent_event_team_recorded"),
+        # PROTECT on purpose deletion, consent metrics per purpose.
+        ("SELECT id FROM consent_consentevent WHERE purpose_id = %s", "consent_event_purpose"),
+        # A contact's current state, CASCADE on contact deletion.
+        ("SELECT id FROM consent_consent WHERE contact_id = %s", "consent_consent_unique"),
+        # PROTECT on purpose deletion.
+        ("SELECT id FROM consent_consent WHERE purpose_id = %s", "consent_audience"),
+    ],
+)
+def test_lookups_of_the_dropped_indexes_use_the_composite_ones(sql, index):
+    with transaction.atomic():
+        assert index in _plan(sql, [1])
+
+
+@postgres_only
+def test_a_hash_is_still_unique(team):
+    purpose = PurposeFactory(team=team, allowed_channels=["sms"])
+    consent_record_many(_changes([ContactFactory(team=team)], purpose, per_contact=1))
+    event = ConsentEvent.objects.get()
+    evidence = ConsentEvidence.objects.create(digest="0" * 64)
+    # A copy of the event with the next sequence number and its own evidence: only the hash is
+    # duplicated.
+    copy = """
+        INSERT INTO consent_consentevent (previous_hash, hash, channel, action, source,
+            evidence_digest, occurred_at, recorded_at, sequence, contact_id, team_id,
+            evidence_id, purpose_id)
+        SELECT previous_hash, hash, channel, action, source, evidence_digest, occurred_at,
+               recorded_at, sequence + 1, contact_id, team_id, %s, purpose_id
+        FROM consent_consentevent WHERE id = %s
+    """
+    with (
+        connection.cursor() as cursor,
+        pytest.raises(IntegrityError, match="consent_consentevent_unique_hash"),
+        transaction.atomic(),
+    ):
+        cursor.execute(copy, [evidence.pk, event.pk])
+
+
+def _statements(changes) -> list[str]:
+    with CaptureQueriesContext(connection) as queries:
+        outcome = consent_record_many(changes)
+    assert outcome.recorded == len(changes)
+    return [query["sql"] for query in queries.captured_queries]
+
+
+def test_a_chunk_costs_the_same_statements_whatever_its_size(team):
+    # 60 events: within one bulk_create batch on SQLite (999 parameters) too.
+    purpose = PurposeFactory(team=team, allowed_channels=["sms"])
+    small = _statements(_changes([ContactFactory(team=team) for _ in range(2)], purpose))
+    large = _statements(_changes([ContactFactory(team=team) for _ in range(20)], purpose))
+    assert len(small) == len(large)
+
+
+@postgres_only
+def test_ids_are_reserved_with_the_sequence_looked_up_once(team):
+    purpose = PurposeFactory(team=team, allowed_channels=["sms"])
+    statements = _statements(_changes([ContactFactory(team=team)], purpose))
+    reserving = [sql for sql in statements if "nextval" in sql]
+    assert len(reserving) == 2  # evidence and events
+    for sql in reserving:
+        assert "nextval((SELECT pg_get_serial_sequence(" in sql
