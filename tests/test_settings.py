@@ -115,3 +115,18 @@ def test_secrets_can_come_from_files_without_their_trailing_newline(tmp_path, mo
     secret_file.write_text("from-a-file\n")
     monkeypatch.setenv("SOME_TEST_SECRET_FILE", str(secret_file))
     assert env.str("SOME_TEST_SECRET") == "from-a-file"
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, "False"), ("true", "True")])
+def test_transaction_pooling_turns_server_side_cursors_off(value, expected):
+    """DATABASE_TRANSACTION_POOLING: PgBouncer in transaction mode, so no prepared statements."""
+    extra = {"DATABASE_URL": "postgres://crm@db.internal:5432/crm"}
+    if value is not None:
+        extra["DATABASE_TRANSACTION_POOLING"] = value
+    script = (
+        "import django\ndjango.setup()\nfrom django.conf import settings\n"
+        "print(settings.DATABASES['default']['DISABLE_SERVER_SIDE_CURSORS'])\n"
+    )
+    result = run(["-c", script], clean_env(**{**REQUIRED, **extra}))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == expected

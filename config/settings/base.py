@@ -88,6 +88,12 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # JIT compilation costs more than it saves on this app's short queries (measured: 1.9 s of
     # a 2.5 s audience count went into compiling).
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("options", "-c jit=off")
+    # Behind a PgBouncer in transaction mode (before 1.21, or without max_prepared_statements)
+    # a statement's server connection changes between transactions: no server-side cursors
+    # and no prepared statements (the send gate prepares its facts query otherwise).
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
+        "DATABASE_TRANSACTION_POOLING", default=False
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
