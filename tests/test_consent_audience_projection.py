@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib
+import io
 import random
 
 import pytest
 from django.apps import apps as django_apps
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -37,6 +39,7 @@ from consent.services import (
     contact_erase,
     contact_restrict,
     contact_restriction_lift,
+    reachability,
     retention_apply,
     suppression_add,
 )
@@ -361,6 +364,26 @@ def test_refresh_repairs_rows_written_behind_the_services_back(team, granted):
 
     assert written == 2
     assert audience_ids(team.pk, purpose.pk, "email") == {contact.pk}
+
+
+def test_the_repair_command_refreshes_the_whole_projection_in_chunks(
+    team, other_team, granted, monkeypatch
+):
+    purpose, contact = granted
+    other_purpose = PurposeFactory(team=other_team, key="news", allowed_channels=list(CHANNELS))
+    no_address = crm_services.contact_create(team=other_team, actor=None, last_name="Ohne")
+    grant_consent(no_address, other_purpose, "email")
+    Consent.objects.update(team=None, reachable=True)
+    monkeypatch.setattr(reachability, "REFRESH_CHUNK_SIZE", 1)
+    out = io.StringIO()
+
+    call_command("refresh_consent_audience", stdout=out)
+
+    assert audience_ids(team.pk, purpose.pk, "email") == {contact.pk}
+    assert set(Consent.objects.values_list("team_id", flat=True)) == {team.pk, other_team.pk}
+    assert not Consent.objects.filter(contact=no_address, reachable=True).exists()
+    assert "2 of 2 contacts" in out.getvalue()
+    assert f"Refreshed: {Consent.objects.count()} current consents." in out.getvalue()
 
 
 def test_refresh_of_no_contacts_writes_nothing(granted):

@@ -30,6 +30,7 @@ from consent.services.ledger import (
 from consent.services.reachability import (
     consent_reachability_refresh,
     consent_reachability_refresh_address,
+    consent_reachability_refresh_all,
 )
 from consent.services.retention import (
     CONTACT_ACTIVITY_SOURCES,
@@ -105,6 +106,7 @@ __all__ = [
     "consent_inbound_message",
     "consent_reachability_refresh",
     "consent_reachability_refresh_address",
+    "consent_reachability_refresh_all",
     "consent_record",
     "consent_record_many",
     "consent_text_publish",

@@ -12,9 +12,9 @@ in crm. Consent recording computes the columns of the rows it inserts with the s
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import QuerySet
 
 from consent.models import Consent, Suppression
@@ -88,3 +88,25 @@ def consent_reachability_refresh_address(*, address_hash: str) -> int:
     """Refresh the contacts (of every team) holding an address with this hash."""
     holders = ContactPoint.objects.filter(address_hash=address_hash).values("contact_id")
     return consent_reachability_refresh(contact_ids=holders)
+
+
+def consent_reachability_refresh_all(
+    *, on_progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Recompute the audience columns of the whole projection, REFRESH_CHUNK_SIZE contacts per
+    transaction (a repair after writes that went around the services, e.g. SQL by hand).
+
+    `on_progress(done, total)` is called after each chunk with counts of contacts. Returns
+    the rows written.
+    """
+    contact_ids = list(
+        Consent.objects.order_by("contact_id").values_list("contact_id", flat=True).distinct()
+    )
+    written = 0
+    for start in range(0, len(contact_ids), REFRESH_CHUNK_SIZE):
+        chunk = contact_ids[start : start + REFRESH_CHUNK_SIZE]
+        with transaction.atomic():
+            written += consent_reachability_refresh(contact_ids=chunk)
+        if on_progress is not None:
+            on_progress(start + len(chunk), len(contact_ids))
+    return written
