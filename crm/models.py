@@ -147,8 +147,13 @@ class ContactQuerySet(models.QuerySet["Contact"]):
 
 
 class Contact(TimeStampedModel):
+    # No index of its own: every contact index starts with the team (see Meta.indexes).
     team = models.ForeignKey(
-        Team, on_delete=models.PROTECT, related_name="contacts", verbose_name=_("team")
+        Team,
+        on_delete=models.PROTECT,
+        related_name="contacts",
+        verbose_name=_("team"),
+        db_index=False,
     )
     salutation = models.CharField(
         _("salutation"), max_length=8, choices=Salutation, default=Salutation.NONE, blank=True
@@ -180,7 +185,16 @@ class Contact(TimeStampedModel):
     # Set when personal data was pseudonymised on request (Art. 17); the row stays as proof.
     erased_at = models.DateTimeField(_("erased at"), null=True, blank=True, editable=False)
 
-    history = HistoricalRecords(excluded_fields=["updated_at"])
+    # History rows are read by the contact's id only; every other index would be paid by each
+    # imported contact and never used. Nor does the database check the acting user of each
+    # row: an import writes one row per contact and point by the same user, and each was
+    # checked again at commit. Deleting a user still empties its rows' user (Django applies
+    # on_delete=SET_NULL itself).
+    history = HistoricalRecords(
+        excluded_fields=["updated_at"],
+        no_db_index=["created_at", "team"],
+        user_db_constraint=False,
+    )
     objects = ContactQuerySet.as_manager()
 
     class Meta:
@@ -234,15 +248,26 @@ class ContactPoint(TimeStampedModel):
     contact = models.ForeignKey(
         Contact, on_delete=models.CASCADE, related_name="points", verbose_name=_("contact")
     )
-    # Denormalised from the contact so that "unique per team and channel" is a database rule.
-    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="+", editable=False)
+    # Denormalised from the contact so that "unique per team and channel" is a database rule
+    # (whose index, led by the team, also serves lookups by team).
+    team = models.ForeignKey(
+        Team, on_delete=models.PROTECT, related_name="+", editable=False, db_index=False
+    )
     channel = models.CharField(_("channel"), max_length=16, choices=Channel)
     address = models.CharField(_("address"), max_length=254)
     # SHA-256 of the normalised address: joins the suppression list in SQL, survives erasure.
-    address_hash = models.CharField(max_length=64, editable=False, db_index=True, default="")
+    address_hash = models.CharField(max_length=64, editable=False, default="")
     is_primary = models.BooleanField(_("primary"), default=True)
+    # Points are listed by contact, never by creation time: no index (an import pays for each).
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
-    history = HistoricalRecords(excluded_fields=["updated_at"])
+    # History rows are read by the point's id and contact only (privacy erasure, admin); the
+    # user is not checked by the database (see Contact.history).
+    history = HistoricalRecords(
+        excluded_fields=["updated_at"],
+        no_db_index=["created_at", "team", "address_hash"],
+        user_db_constraint=False,
+    )
 
     class Meta:
         verbose_name = _("contact point")
@@ -253,7 +278,11 @@ class ContactPoint(TimeStampedModel):
                 fields=["team", "channel", "address"], name="%(app_label)s_%(class)s_unique_address"
             )
         ]
-        indexes = [models.Index(fields=["address"], name="crm_contactpoint_address")]
+        indexes = [
+            models.Index(fields=["address"], name="crm_contactpoint_address"),
+            # Equality only (suppression joins): db_index would add a second, LIKE-shaped index.
+            models.Index(fields=["address_hash"], name="crm_contactpoint_address_hash"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_channel_display()}: {self.address}"

@@ -29,7 +29,16 @@ from crm.imports.columns import ColumnMap, parse_row, resolve_columns
 from crm.imports.engine import CREATED, REJECTED, UNCHANGED, UPDATED, RowResult, TeamTags
 from crm.imports.errors import ImportFileInvalid, ImportTransitionRefused
 from crm.imports.files import Source, as_binary, file_extension, open_import_file, open_source
-from crm.models import IMPORT_TRANSITIONS, ContactImport, ImportRejection, ImportStatus, Team
+from crm.models import (
+    IMPORT_TRANSITIONS,
+    Contact,
+    ContactImport,
+    ContactPoint,
+    ImportRejection,
+    ImportStatus,
+    Team,
+)
+from crm.planner import GrowthAnalyzer, prefer_index_probes
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -204,6 +213,7 @@ def _run_batches(
     team = contact_import.team
     actor = contact_import.created_by
     tags = TeamTags(team)
+    growth = GrowthAnalyzer(Contact, ContactPoint, Contact.tags.through)
     # A re-run resumes after the rows whose batches were committed.
     rows = itertools.islice(source.rows, contact_import.processed_rows, None)
     while chunk := list(itertools.islice(rows, batch_size)):
@@ -215,8 +225,9 @@ def _run_batches(
                 or locked.processed_rows != contact_import.processed_rows
             ):
                 raise _Superseded
+            prefer_index_probes()
             plan = engine.plan_batch(team, tags, parsed, lock=True)
-            engine.apply_plan(locked, tags, plan, actor)
+            written = engine.apply_plan(locked, tags, plan, actor)
             warnings = hooks.run_hooks(locked, engine.accepted_rows(plan))
             if warnings:
                 raws = {row.line: row.raw for row, _result, _target in plan.results}
@@ -240,6 +251,9 @@ def _run_batches(
             locked.save(update_fields=[*_COUNTERS, "warning_count", "updated_at"])
         for name in (*_COUNTERS, "warning_count"):
             setattr(contact_import, name, getattr(locked, name))
+        # The next batches' lookups are planned for the tables as they have grown by now.
+        growth.added(written)
+        growth.analyze_grown()
         if progress is not None:
             progress(contact_import)
 

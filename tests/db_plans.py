@@ -1,0 +1,27 @@
+"""What PostgreSQL has and plans: index names of a table, the plan of a statement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="index names and plans of PostgreSQL"
+)
+
+
+def index_names(table: str) -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", [table])
+        return {name for (name,) in cursor.fetchall()}
+
+
+def plan(sql: str, params: list[Any]) -> str:
+    """EXPLAIN of `sql`; call inside a transaction (the setting is local to it)."""
+    with connection.cursor() as cursor:
+        # Tiny test tables: without this the planner reads them whole.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        return "\n".join(row[0] for row in cursor.fetchall())
