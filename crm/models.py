@@ -249,9 +249,16 @@ class ContactPoint(TimeStampedModel):
         Contact, on_delete=models.CASCADE, related_name="points", verbose_name=_("contact")
     )
     # Denormalised from the contact so that "unique per team and channel" is a database rule
-    # (whose index, led by the team, also serves lookups by team).
+    # (whose index, led by the team, also serves lookups by team). Always copied from the
+    # contact, whose own foreign key the database checks; checking it again for each point
+    # would cost an import a lookup per address at commit. PROTECT still applies (Django).
     team = models.ForeignKey(
-        Team, on_delete=models.PROTECT, related_name="+", editable=False, db_index=False
+        Team,
+        on_delete=models.PROTECT,
+        related_name="+",
+        editable=False,
+        db_index=False,
+        db_constraint=False,
     )
     channel = models.CharField(_("channel"), max_length=16, choices=Channel)
     address = models.CharField(_("address"), max_length=254)

@@ -23,7 +23,7 @@ from django.db.models.base import ModelState
 from psycopg.types.json import Jsonb
 from simple_history.utils import bulk_create_with_history
 
-from crm.imports.lookups import any_of
+from crm.imports.lookups import any_of, array_literal
 from crm.models import ContactPoint
 from crm.signals import contacts_reach_changed
 
@@ -165,10 +165,10 @@ def _copy_history(
     statement = (
         f"INSERT INTO {quote(history._meta.db_table)} ({columns}) "  # noqa: S608 - model names
         f"SELECT {sources}, {', '.join(['%s'] * len(constant))} "
-        f"FROM {quote(model._meta.db_table)} WHERE {pk} = ANY(%s) ORDER BY {pk}"
+        f"FROM {quote(model._meta.db_table)} WHERE {pk} = ANY(%s::bigint[]) ORDER BY {pk}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(statement, [*(extra[f.attname] for f in constant), ids])
+        cursor.execute(statement, [*(extra[f.attname] for f in constant), array_literal(ids)])
 
 
 def _values(instances: Sequence[models.Model], fields: Sequence[models.Field]) -> Any:
@@ -206,7 +206,7 @@ def insert_links(through: type[models.Model], pairs: Sequence[tuple[int, int]]) 
             f"INSERT INTO {quote(through._meta.db_table)} "  # noqa: S608 - names from the model
             f"({quote(source.column)}, {quote(target.column)}) "
             "SELECT * FROM unnest(%s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
-            [[a for a, _b in pairs], [b for _a, b in pairs]],
+            [array_literal(a for a, _b in pairs), array_literal(b for _a, b in pairs)],
         )
 
 

@@ -3,8 +3,9 @@
 Indexes: the contact's and the point's own team indexes (every contact index and the points'
 unique address constraint lead with the team), the points' creation time, the LIKE-shaped
 twin of the address hash index (only compared for equality), and in the history tables
-everything but the object and contact ids, the history date and the user. And the history
-tables' foreign key to the acting user, checked once per history row at commit.
+everything but the object and contact ids, the history date and the user. Foreign keys
+checked at commit once per row: the history tables' acting user, and the point's team (a
+copy of its contact's, which is checked).
 """
 
 import django.db.models.deletion
@@ -44,6 +45,7 @@ class Migration(migrations.Migration):
             model_name="contactpoint",
             name="team",
             field=models.ForeignKey(
+                db_constraint=False,
                 db_index=False,
                 editable=False,
                 on_delete=django.db.models.deletion.PROTECT,

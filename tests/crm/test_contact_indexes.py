@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection, transaction
+from django.db.models import ProtectedError
 
 from crm import roles
 from crm.imports import import_file
-from crm.models import ContactPoint
+from crm.models import Contact, ContactPoint
 from tests.db_plans import index_names, plan, postgres_only
 
 pytestmark = pytest.mark.django_db
@@ -87,20 +88,39 @@ def test_lookups_of_the_dropped_indexes_use_the_remaining_ones(sql, index):
         assert index in plan(sql, [param])
 
 
-def _user_foreign_keys(table: str) -> list[str]:
+def _referenced_tables(table: str) -> set[str]:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f'"
-            " AND confrelid = 'auth_user'::regclass",
+            "SELECT confrelid::regclass::text FROM pg_constraint"
+            " WHERE conrelid = %s::regclass AND contype = 'f'",
             [table],
         )
-        return [name for (name,) in cursor.fetchall()]
+        return {name for (name,) in cursor.fetchall()}
 
 
 @postgres_only
-@pytest.mark.parametrize("table", ["crm_historicalcontact", "crm_historicalcontactpoint"])
-def test_history_rows_do_not_make_the_database_check_the_user(table):
-    assert _user_foreign_keys(table) == []
+@pytest.mark.parametrize(
+    ("table", "references"),
+    [
+        # The acting user of history rows is not checked by the database.
+        ("crm_historicalcontact", set()),
+        ("crm_historicalcontactpoint", set()),
+        # A point's team is its contact's (checked there), copied for the unique constraint.
+        ("crm_contactpoint", {"crm_contact"}),
+        ("crm_contact", {"crm_team"}),
+    ],
+)
+def test_the_database_checks_each_reference_once(table, references):
+    assert _referenced_tables(table) == references
+
+
+def test_a_team_with_contacts_still_cannot_be_deleted(team):
+    ContactPoint.objects.create(
+        contact=Contact.objects.create(team=team), team=team, channel="email", address="a@b.de"
+    )
+    with pytest.raises(ProtectedError):
+        team.delete()
+    assert ContactPoint.objects.filter(team=team).count() == 1
 
 
 def test_deleting_a_user_still_empties_the_user_of_its_history_rows(team, make_user, tmp_path):

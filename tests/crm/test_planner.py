@@ -23,7 +23,8 @@ def _analyzed(queries: CaptureQueriesContext) -> list[str]:
 def test_a_table_is_analyzed_once_its_new_rows_outnumber_its_statistics(monkeypatch):
     monkeypatch.setattr(planner, "MIN_NEW_ROWS", 100)
     growth = planner.GrowthAnalyzer(Contact, ContactPoint)
-    assert growth.analyzed_rows == {"crm_contact": 0, "crm_contactpoint": 0}
+    assert set(growth.analyzed_rows) == {"crm_contact", "crm_contactpoint"}
+    growth.analyzed_rows = {"crm_contact": 0.0, "crm_contactpoint": 0.0}  # never analyzed
 
     growth.added({Contact: 100, ContactPoint: 40})
     assert growth.analyze_grown() == []  # not more than the minimum yet
@@ -79,6 +80,8 @@ def test_an_import_analyzes_the_tables_it_grew(monkeypatch, team, make_user, tmp
     path = tmp_path / "kontakte.csv"
     lines = [f"person{i}@example.org;{'vip' if i % 2 else ''}" for i in range(60)]
     path.write_text("E-Mail;Tags\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    with connection.cursor() as cursor:  # statistics of the empty tables, whatever ran before
+        cursor.execute("ANALYZE crm_contact, crm_contactpoint, crm_contact_tags")
 
     with CaptureQueriesContext(connection) as queries:
         contact_import = import_file(path=path, team=team, actor=user, batch_size=30)
