@@ -200,15 +200,27 @@ def outbound_messages(query: MetricsQuery) -> QuerySet[Message]:
 
 
 def _row_columns(groupings: Sequence[str]) -> dict[str, Any]:
-    """What every outcome row carries besides the look-aheads: its key and label under each
-    grouping and the conversation's (latest) hand-off time to a human response, if that
-    hand-off fell in the message's window."""
+    """The key of each grouping, and its label where that is another column (a campaign's
+    and a day's label is their key, computed once)."""
     columns: dict[str, Any] = {}
     for group_by in groupings:
         group = _group_columns(group_by)
         columns[f"key_{group_by}"] = group["key"]
-        columns[f"label_{group_by}"] = group["label"]
-    columns["human_response"] = Case(
+        if group["label"] is not group["key"]:
+            columns[f"label_{group_by}"] = group["label"]
+    return columns
+
+
+def _label_column(group_by: str) -> str:
+    """The outcome row column that holds the label of `group_by` (see _row_columns)."""
+    group = _group_columns(group_by)
+    return f"key_{group_by}" if group["label"] is group["key"] else f"label_{group_by}"
+
+
+def _human_response() -> Case:
+    """The conversation's (latest) hand-off time to a human response, if that hand-off fell
+    in the message's window (the portable form; _outcomes_sql_postgresql writes it in SQL)."""
+    return Case(
         When(
             Q(
                 conversation__handed_off_at__gt=F("metric_at"),
@@ -219,7 +231,6 @@ def _row_columns(groupings: Sequence[str]) -> dict[str, Any]:
         ),
         output_field=DurationField(),
     )
-    return columns
 
 
 def _outcome_rows(query: MetricsQuery, groupings: Sequence[str]) -> QuerySet[Message]:
@@ -236,6 +247,7 @@ def _outcome_rows(query: MetricsQuery, groupings: Sequence[str]) -> QuerySet[Mes
             "handed_off",
             "opted_out",
             **_row_columns(groupings),
+            human_response=_human_response(),
             reply=ExpressionWrapper(F("first_reply_at") - F("metric_at"), DurationField()),
         )
         .order_by()
@@ -257,10 +269,14 @@ def _outcomes_sql_postgresql(
     - one LATERAL aggregate per message reads its later messages once for both depth and
       first reply (as correlated subqueries they were two scans of the same index range);
     - hand-offs and opt-outs are semi-joins of the period's messages with the (few) events,
-      hashed once per statement instead of an index probe per message.
+      hashed once per statement instead of an index probe per message;
+    - the human response joins only the conversations that were handed off and answered
+      (joining every conversation hashed the whole table, 100,000 rows at 1,000,000
+      messages, for the few per cent that can have one).
 
     The figures are those of _outcomes_sql_portable; tests compare the two on PostgreSQL.
     """
+    row_columns = _row_columns(groupings)
     base_sql, base_params = (
         _period_messages(query)
         .values(
@@ -271,14 +287,18 @@ def _outcomes_sql_postgresql(
             "status",
             "metric_at",
             "metric_until",
-            **_row_columns(groupings),
+            **row_columns,
         )
         .order_by()
         .query.sql_with_params()
     )
     message = Message._meta.db_table
+    conversation = Conversation._meta.db_table
     event = ConversationEvent._meta.db_table
     consent = ConsentEvent._meta.db_table
+    # Only what the figures read leaves the statement's outcome rows (they are kept for
+    # every grouping's aggregation), not the ids and windows the look-aheads need.
+    columns = ", ".join(f"b.{column}" for column in ("sent_at", "status", *row_columns))
     # `base` is read three times and computed once. GROUP BY b.id tells the planner the
     # hand-off and opt-out ids are unique, so it hash-joins them (without it, it expects the
     # LEFT JOINs to multiply the rows and sorts every message by id for merge joins).
@@ -290,15 +310,20 @@ def _outcomes_sql_postgresql(
         "opted_out AS (SELECT b.id FROM base b WHERE EXISTS ("
         f"SELECT 1 FROM {consent} c WHERE c.contact_id = b.contact_id AND c.action = %s "
         "AND c.occurred_at > b.metric_at AND c.occurred_at <= b.metric_until) GROUP BY b.id) "
-        "SELECT b.*, later.depth, later.first_reply - b.metric_at AS reply, "
-        "h.id IS NOT NULL AS handed_off, o.id IS NOT NULL AS opted_out "
+        f"SELECT {columns}, later.depth, later.first_reply - b.metric_at AS reply, "
+        "h.id IS NOT NULL AS handed_off, o.id IS NOT NULL AS opted_out, "
+        "CASE WHEN v.handed_off_at > b.metric_at AND v.handed_off_at <= b.metric_until "
+        "THEN v.first_response_at - v.handed_off_at END AS human_response "
         "FROM base b CROSS JOIN LATERAL ("
         "SELECT COUNT(*) FILTER (WHERE r.direction <> %s) AS depth, "
         "MIN(r.created_at) FILTER (WHERE r.direction = %s) AS first_reply "
         # `r.id > b.id` bounds the covering (conversation, id) index range (outbound_messages).
         f"FROM {message} r WHERE r.conversation_id = b.conversation_id AND r.id > b.id "
         "AND r.created_at > b.metric_at AND r.created_at <= b.metric_until) later "
-        "LEFT JOIN handed_off h ON h.id = b.id LEFT JOIN opted_out o ON o.id = b.id"
+        "LEFT JOIN handed_off h ON h.id = b.id LEFT JOIN opted_out o ON o.id = b.id "
+        # The conditions on v stay in ON: a LEFT JOIN filters the conversations before hashing.
+        f"LEFT JOIN {conversation} v ON v.id = b.conversation_id "
+        "AND v.handed_off_at IS NOT NULL AND v.first_response_at >= v.handed_off_at"
     )
     params = [
         *base_params,
@@ -361,7 +386,8 @@ def _message_figures_sql(groupings: Sequence[str]) -> tuple[str, list[Any]]:
     selects = []
     params: list[Any] = []
     for group_by in groupings:
-        key, label = f"key_{group_by}", f"label_{group_by}"
+        key, label = f"key_{group_by}", _label_column(group_by)
+        grouped = key if label == key else f"{key}, {label}"
         selects.append(
             "SELECT %s AS grouping, "  # noqa: S608 - column names are ours, values are params
             f"CAST({key} AS TEXT) AS k, CAST({label} AS TEXT) AS l, COUNT(*), "
@@ -373,7 +399,7 @@ def _message_figures_sql(groupings: Sequence[str]) -> tuple[str, list[Any]]:
             "SUM(CASE WHEN handed_off THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN opted_out THEN 1 ELSE 0 END), "
             f"{_median_seconds_sql('reply')}, {_median_seconds_sql('human_response')} "
-            f"FROM outcomes WHERE {key} IS NOT NULL GROUP BY {key}, {label}"
+            f"FROM outcomes WHERE {key} IS NOT NULL GROUP BY {grouped}"
         )
         params += [
             group_by,
@@ -413,14 +439,20 @@ def message_figures(
 ) -> dict[str, list[dict[str, Any]]]:
     """The message figures under several groupings at once (the dashboard's table and its
     days): one statement, each message's outcome computed once, whatever the number of
-    groupings or rows (on PostgreSQL a transaction-local work_mem is set before it)."""
+    groupings or rows (on PostgreSQL a transaction-local work_mem and no JIT are set before it)."""
     _check_groupings(groupings)
     if connection.vendor != "postgresql":
         return _message_figures(query, groupings, outcomes_sql=_outcomes_sql_portable)
     # set_config(..., true) is SET LOCAL: it ends with the transaction, here its own one, or
     # the caller's if there is one (no savepoint: this only reads).
+    # JIT is off for it: from about 1,000,000 messages its estimated cost passes jit_above_cost,
+    # and compiling its expressions took longer (about 80 ms) than they then saved, as its time
+    # goes to index look-ups and sorts (past jit_optimize_above_cost compiling costs far more).
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('work_mem', %s, true)", [FIGURES_WORK_MEM])
+        cursor.execute(
+            "SELECT set_config('work_mem', %s, true), set_config('jit', 'off', true)",
+            [FIGURES_WORK_MEM],
+        )
         return _message_figures(query, groupings, outcomes_sql=_outcomes_sql_postgresql)
 
 
@@ -593,7 +625,7 @@ def dashboard(query: MetricsQuery, *, group_by: str) -> Dashboard:
     """The dashboard's figures: message figures per `group_by` and per day (one statement
     for both), the daily series, hand-offs per team and consent growth per purpose.
     Eight queries (seven without campaign rows), whatever the number of messages or rows;
-    on PostgreSQL one more sets the figures statement's work_mem."""
+    on PostgreSQL one more sets the figures statement's work_mem and JIT."""
     figures = message_figures(query, (group_by, "day"))
     return Dashboard(
         groups=figures[group_by],

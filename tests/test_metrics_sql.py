@@ -14,7 +14,14 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from messaging import metrics
-from messaging.models import Direction, Message, MessageKind, MessageStatus, SenderKind
+from messaging.models import (
+    Conversation,
+    Direction,
+    Message,
+    MessageKind,
+    MessageStatus,
+    SenderKind,
+)
 from messaging.services import conversation_for, message_record
 from messaging.services.conversations import (
     conversation_agent_replied,
@@ -164,6 +171,55 @@ def test_edge_case_figures_are_exact(edges):
     assert (team_row["messages"], team_row["replied"], team_row["opt_outs"]) == (4, 4, 1)
 
 
+@pytest.fixture
+def hand_offs(team, agent):
+    """Three handed-off conversations, one message each before the hand-off: answered half an
+    hour after it, never answered, and answered before it (a response the hand-off did not
+    ask for). Only the first has a human response time; all three count as hand-offs."""
+    now = timezone.now()
+    t = now - 2 * DAY
+    account = ChannelAccountFactory(team=team)
+    conversations = []
+    for contact in (ContactFactory(team=team) for _ in range(3)):
+        metrics_tests._outbound(account, contact, t, status="sent", sent_at=t)
+        conversations.append(
+            conversation_hand_off(
+                conversation=conversation_for(contact=contact, account=account), reason="test"
+            )
+        )
+    answered, _unanswered, early = conversations
+    conversation_agent_replied(
+        conversation=answered, actor=agent, at=answered.handed_off_at + HOUR / 2
+    )
+    Conversation.objects.filter(pk=early.pk).update(first_response_at=early.handed_off_at - HOUR)
+    return metrics.MetricsQuery(team_ids=(team.pk,), since=now - 30 * DAY, until=now)
+
+
+@pytest.mark.postgres
+def test_postgresql_form_gives_the_portable_human_responses(hand_offs):
+    """The PostgreSQL form joins only answered hand-offs; the portable one every conversation."""
+    portable, postgresql = _both(hand_offs, ("team", "day"))
+
+    assert postgresql == portable
+    [team_row] = portable["team"]
+    assert (team_row["handoffs"], team_row["median_human_response_seconds"]) == (3, 1800.0)
+
+
+def test_human_response_counts_only_responses_after_the_hand_off(hand_offs):
+    [team_row] = metrics.message_metrics(hand_offs, group_by="team")
+
+    assert (team_row["handoffs"], team_row["median_human_response_seconds"]) == (3, 1800.0)
+
+
+def test_campaign_and_day_rows_carry_their_key_once(world):
+    """A campaign's and a day's label is their key: the outcome rows hold it once."""
+    columns = metrics._row_columns(("campaign", "day", "team"))
+
+    assert set(columns) == {"key_campaign", "key_day", "key_team", "label_team"}
+    figures = metrics.message_figures(world.query, ("campaign", "day"))
+    assert all(row["label"] == row["key"] for rows in figures.values() for row in rows)
+
+
 def test_unknown_grouping_is_refused(edges):
     with pytest.raises(ValueError, match="moon"):
         metrics.message_figures(edges, ("campaign", "moon"))
@@ -190,12 +246,14 @@ def test_postgresql_plan_reads_later_messages_once_per_message(world):
     # them twice (its subqueries' alias u0) and has four subplans.
     assert len(re.findall(r" on messaging_message r\b", plan)) == 1
     assert "SubPlan" not in plan
+    # Only answered hand-offs are joined for the human response, not every conversation.
+    assert "Filter: ((handed_off_at IS NOT NULL) AND (first_response_at >= handed_off_at))" in plan
     assert len(re.findall(r" on messaging_message u0", portable)) == 2
     assert portable.count("SubPlan") == 4
 
 
 @pytest.mark.postgres
-def test_message_figures_run_the_postgresql_form_with_more_work_mem(
+def test_message_figures_run_the_postgresql_form_with_more_work_mem_and_no_jit(
     world, django_assert_num_queries
 ):
     with django_assert_num_queries(2) as captured:
@@ -204,12 +262,13 @@ def test_message_figures_run_the_postgresql_form_with_more_work_mem(
     setting, statement = (query["sql"] for query in captured.captured_queries)
     assert "set_config('work_mem'" in setting
     assert metrics.FIGURES_WORK_MEM in setting
+    assert "set_config('jit', 'off', true)" in setting
     assert "LATERAL" in statement
 
 
-def _work_mem():
+def _show(setting):
     with connection.cursor() as cursor:
-        cursor.execute("SHOW work_mem")
+        cursor.execute(f"SHOW {setting}")
         return cursor.fetchone()[0]
 
 
@@ -218,7 +277,7 @@ def _work_mem():
 def test_work_mem_is_raised_for_the_figures_statement_only(team):
     """Outside a transaction the figures run in one of their own: the raised work_mem ends
     with it, and a refused grouping changes nothing."""
-    before = _work_mem()
+    before, jit = _show("work_mem"), _show("jit")
     query = metrics.MetricsQuery(
         team_ids=(team.pk,), since=timezone.now() - 30 * DAY, until=timezone.now()
     )
@@ -227,4 +286,13 @@ def test_work_mem_is_raised_for_the_figures_statement_only(team):
     with pytest.raises(ValueError, match="moon"):
         metrics.message_figures(query, ("moon",))
 
-    assert _work_mem() == before != metrics.FIGURES_WORK_MEM
+    assert _show("work_mem") == before != metrics.FIGURES_WORK_MEM
+    assert _show("jit") == jit
+
+
+@pytest.mark.postgres
+def test_figures_statement_runs_without_jit(world):
+    """Inside the caller's transaction the figures statement's settings hold until it ends."""
+    with transaction.atomic():
+        metrics.message_figures(world.query, ("team",))
+        assert _show("jit") == "off"
