@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import django_filters
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
 from django_filters.rest_framework import DjangoFilterBackend
 
@@ -71,11 +71,9 @@ class ContactFilter(django_filters.FilterSet):
         return self.filters["search"].filter(queryset, data.get("search"))
 
     def filter_tag(self, queryset: QuerySet[Contact], name: str, value: str) -> QuerySet[Contact]:
-        # EXISTS rather than a join, so a contact never appears twice.
-        tagged = Contact.tags.through.objects.filter(
-            contact_id=OuterRef("pk"), tag__name__iexact=value.strip()
-        )
-        return queryset.filter(Exists(tagged))
+        # The tags of the teams the caller sees: the list holds no other team's contacts.
+        team_ids = selectors.visible_team_ids(self.request.user)
+        return selectors.contacts_tagged(queryset, value.strip(), team_ids=team_ids)
 
     def filter_channel(
         self, queryset: QuerySet[Contact], name: str, value: str

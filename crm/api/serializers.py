@@ -142,6 +142,11 @@ class ContactPointNestedSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+POINT_FIELDS = tuple(ContactPointNestedSerializer.Meta.fields)
+# How ContactSerializer writes created_at and updated_at (DRF's settings, current time zone).
+TIMESTAMP = serializers.DateTimeField(read_only=True)
+
+
 class ContactListSerializer(serializers.ListSerializer):
     """Loads the page's addresses and tags in two queries before serialising it."""
 
@@ -181,6 +186,33 @@ class ContactSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+    def to_representation(self, instance: Contact) -> dict[str, Any]:
+        """The declared fields written out (tests/crm/test_api_list_serializer.py compares them
+        with DRF's generic rendering): field by field, and with its fields built per request,
+        DRF spends about 0.15 ms a contact, most of the Python time of a 50-contact page.
+        Times still go through DRF, which converts them to the caller's time zone."""
+        timestamp = TIMESTAMP.to_representation
+        return {
+            "id": instance.pk,
+            "team": instance.team_id,
+            "team_name": instance.team.name,
+            "salutation": instance.salutation,
+            "first_name": instance.first_name,
+            "last_name": instance.last_name,
+            "full_name": instance.full_name,
+            "language": instance.language,
+            "time_zone": instance.time_zone,
+            "organisation": instance.organisation,
+            "profession": instance.profession,
+            "preferred_channel": instance.preferred_channel,
+            "attributes": instance.attributes,
+            "external_id": instance.external_id,
+            "points": [{name: row[name] for name in POINT_FIELDS} for row in instance.point_rows],
+            "tags": list(instance.tag_names),
+            "created_at": timestamp(instance.created_at),
+            "updated_at": timestamp(instance.updated_at),
+        }
 
 
 class ContactUpdateInputSerializer(ReadBackMixin, serializers.ModelSerializer):
