@@ -13,14 +13,15 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
+import itertools
 import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
@@ -36,7 +37,7 @@ from django.utils.translation import gettext_lazy as _
 from crm import selectors as crm_selectors
 from crm.errors import DomainError, PermissionRefused
 from crm.exports import FORMULA_PREFIXES, csv_safe
-from crm.ledger import GENESIS_HASH, canonical_json, sha256_hex
+from crm.ledger import GENESIS_HASH, chain_hash, sha256_hex
 from crm.models import Contact, Team
 from crm.privacy import SCRUBBED
 from messaging.models import (
@@ -46,7 +47,7 @@ from messaging.models import (
     ConversationExport,
     Message,
 )
-from messaging.services.ledger import actor_label
+from messaging.services.ledger import actor_label, content_hash
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -468,6 +469,23 @@ def _sql_lines(
     return f"SELECT {json_line}, {csv_line} FROM ({line}) AS line", params  # noqa: S608
 
 
+@contextmanager
+def _without_parallel_workers(cursor: Any) -> Iterator[None]:
+    """Run the lines query without parallel workers; afterwards the transaction's setting again.
+
+    The query's leader spells every line, and that is nearly all of its work: workers would
+    only scan and sort rows and hand them over, which cost about 30% more CPU in all
+    (200,000 messages), taken from the other session and from this process. The setting is
+    local to the transaction, and put back for a caller's transaction that goes on; a failed
+    transaction is rolled back, and the setting with it.
+    """
+    cursor.execute("SELECT current_setting('max_parallel_workers_per_gather')")
+    previous = cursor.fetchone()[0]
+    cursor.execute("SELECT set_config('max_parallel_workers_per_gather', '0', true)")
+    yield
+    cursor.execute("SELECT set_config('max_parallel_workers_per_gather', %s, true)", [previous])
+
+
 def _write_sql_lines(
     rows: QuerySet,
     columns: Sequence[tuple[str, str, str]],
@@ -497,13 +515,14 @@ def _write_sql_lines(
             joined = b"".join(lines)
             return joined if encoding == "utf-8" else joined.decode(encoding).encode()
 
-        cursor.adapters.register_loader("text", ByteaBinaryLoader)  # the bytes as sent
-        lines = cursor.stream(statement, params, binary=True, size=CHUNK_SIZE)
-        while chunk := list(islice(lines, CHUNK_SIZE)):
-            json_lines, csv_lines = zip(*chunk, strict=True)
-            writer.jsonl.write_bytes(utf8(json_lines), len(chunk))
-            writer.csv_file.write_bytes(utf8(csv_lines), len(chunk))
-            progress(len(chunk))
+        with _without_parallel_workers(cursor):
+            cursor.adapters.register_loader("text", ByteaBinaryLoader)  # the bytes as sent
+            lines = cursor.stream(statement, params, binary=True, size=CHUNK_SIZE)
+            while chunk := list(itertools.islice(lines, CHUNK_SIZE)):
+                json_lines, csv_lines = zip(*chunk, strict=True)
+                writer.jsonl.write_bytes(utf8(json_lines), len(chunk))
+                writer.csv_file.write_bytes(utf8(csv_lines), len(chunk))
+                progress(len(chunk))
 
 
 def _json_text(field_name: str) -> Cast:
@@ -773,8 +792,8 @@ def _json_line(raw: bytes) -> Any:
         return None
 
 
-def _canonical(payload: dict[str, Any], fast: bool) -> bytes | None:
-    """crm.ledger.canonical_json(payload); in the fast walk orjson's spelling of it, or None.
+def _canonical_fast(payload: dict[str, Any]) -> bytes | None:
+    """orjson's spelling of crm.ledger.canonical_json(payload) for the fast walk, or None.
 
     orjson sorts keys and escapes strings exactly like json.dumps(ensure_ascii=False); it
     spells some floats differently, so its bytes only match the sealed hash where they are
@@ -782,8 +801,6 @@ def _canonical(payload: dict[str, Any], fast: bool) -> bytes | None:
     bits as a float, and that float's spelling ("…e+29") may be the sealed one although json
     reads the line's integer as an integer. None (no verdict) sends it to the exact walk.
     """
-    if not fast:
-        return canonical_json(payload)
     try:
         spelled = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
@@ -802,22 +819,8 @@ def _holds_float(value: dict[str, Any] | list[Any]) -> bool:
     return False
 
 
-def _chain_hash(previous_hash: str, payload: dict[str, Any], fast: bool) -> str | None:
-    """crm.ledger.chain_hash, through _canonical."""
-    spelled = _canonical(payload, fast)
-    if spelled is None:
-        return None
-    return hashlib.sha256(previous_hash.encode("ascii") + b"\n" + spelled).hexdigest()
-
-
-def _content_hash(subject: Any, body: Any, variables: Any, fast: bool) -> str | None:
-    """messaging.services.ledger.content_hash, through _canonical."""
-    spelled = _canonical({"subject": subject, "body": body, "variables": variables}, fast)
-    return None if spelled is None else hashlib.sha256(spelled).hexdigest()
-
-
 class _JsonlReader:
-    """Streams a JSON Lines file as _Lines, hashing the bytes as it reads (in large blocks).
+    """Streams a JSON Lines file in blocks of read lines, hashing the bytes as it reads.
 
     The fast walk reads lines with orjson (a line it cannot read ends the fast walk), the
     exact walk with json (see _walk). The blocks are hashed by `hasher`, one thread that
@@ -842,7 +845,12 @@ class _JsonlReader:
             self.hashed.result()
         return {"sha256": self.digest.hexdigest(), "bytes": self.bytes, "rows": self.rows}
 
-    def __iter__(self) -> Iterator[_Line]:
+    def blocks(self) -> Iterator[Iterator[Any]]:
+        """The lines of each block read, as read (not necessarily objects); counts them.
+
+        Each block's lines are read as they are taken: a list of a block's objects would
+        keep thousands alive at once, which the garbage collector walks again and again.
+        """
         with self.path.open("rb") as handle:
             rest = b""
             while True:
@@ -854,17 +862,22 @@ class _JsonlReader:
                     rest = lines.pop()  # the start of a line the next block ends
                 else:
                     lines = [rest] if rest else []
-                # Read a block's lines at once: no call of this module's per line.
-                for row in map(self.load, lines):
-                    self.rows += 1
-                    if type(row) is not dict:
-                        raise _Mismatch(
-                            gettext("%(file)s line %(line)d: not a JSON object.")
-                            % {"file": self.name, "line": self.rows}
-                        )
-                    yield self.rows, row
+                self.rows += len(lines)
+                yield map(self.load, lines)  # no call of this module's per line
                 if not block:
                     return
+
+    def __iter__(self) -> Iterator[_Line]:
+        line = self.rows
+        for rows in self.blocks():
+            for row in rows:
+                line += 1
+                if type(row) is not dict:
+                    raise _Mismatch(
+                        gettext("%(file)s line %(line)d: not a JSON object.")
+                        % {"file": self.name, "line": line}
+                    )
+                yield line, row
 
 
 class _Lookahead:
@@ -877,20 +890,6 @@ class _Lookahead:
 
     def advance(self) -> None:
         self.next = next(self.items, None)
-
-
-@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to build
-class _SpelledTime:
-    """A time as the file spells it, for chain_payload's isoformat() in the fast walk.
-
-    Parsing and re-spelling every time cost more than hashing. A sealed hash that matches
-    proves the text is what isoformat() wrote, which reads back to the same spelling.
-    """
-
-    text: str
-
-    def isoformat(self) -> str:
-        return self.text
 
 
 @dataclass(slots=True)
@@ -907,8 +906,8 @@ class _ExportedEvent:
     message_id: int | None
     actor_label: str
     data: Any
-    occurred_at: dt.datetime | _SpelledTime
-    recorded_at: dt.datetime | _SpelledTime
+    occurred_at: dt.datetime
+    recorded_at: dt.datetime
 
 
 @dataclass
@@ -941,16 +940,7 @@ def _parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
 
-def _time(text: Any, fast: bool) -> dt.datetime | _SpelledTime:
-    """An exported time as the event's stand-in holds it (parsed only in the exact walk)."""
-    if not fast:
-        return _parse_time(text)
-    if type(text) is not str:
-        raise TypeError(text)
-    return _SpelledTime(text)
-
-
-def _event_check(chain: _Chain, line: int, event: dict[str, Any], fast: bool) -> None:
+def _event_check(chain: _Chain, line: int, event: dict[str, Any]) -> None:
     sequence = event.get("sequence")
     # Described only when something is wrong: formatting per event would cost more than hashing.
     if sequence != chain.sequence + 1:
@@ -971,8 +961,8 @@ def _event_check(chain: _Chain, line: int, event: dict[str, Any], fast: bool) ->
             message_id=event["message"],
             actor_label=event["actor_label"],
             data=event["data"],
-            occurred_at=_time(event["occurred_at"], fast),
-            recorded_at=_time(event["recorded_at"], fast),
+            occurred_at=_parse_time(event["occurred_at"]),
+            recorded_at=_parse_time(event["recorded_at"]),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise _Mismatch(
@@ -980,8 +970,8 @@ def _event_check(chain: _Chain, line: int, event: dict[str, Any], fast: bool) ->
             % {"where": _where(line, chain.conversation, sequence), "error": error}
         ) from error
     payload = ConversationEvent.chain_payload(stand_in)  # type: ignore[arg-type]
-    digest = _chain_hash(chain.head, payload, fast)
-    if digest is None or digest != event.get("hash"):
+    digest = chain_hash(chain.head, payload)
+    if digest != event.get("hash"):
         raise _Mismatch(
             gettext("%(where)s: hash does not match the event's content.")
             % {"where": _where(line, chain.conversation, sequence)}
@@ -1026,9 +1016,7 @@ def _message_where(line: int, message: dict[str, Any]) -> str:
     }
 
 
-def _message_check(
-    chain: _Chain, line: int, message: dict[str, Any], fast: bool, last_id: int
-) -> int:
+def _message_check(chain: _Chain, line: int, message: dict[str, Any], last_id: int) -> int:
     # Described only when something is wrong, as in _event_check.
     message_id = message.get("id")
     if not isinstance(message_id, int) or message_id <= last_id:
@@ -1061,8 +1049,7 @@ def _message_check(
         raise _Mismatch(
             gettext("%(where)s: malformed message.") % {"where": _message_where(line, message)}
         )
-    digest = _content_hash(subject, body, variables, fast)
-    if digest is None or digest != message["body_hash"]:
+    if content_hash(subject=subject, body=body, variables=variables) != message["body_hash"]:
         raise _Mismatch(
             gettext("%(where)s: subject, body and variables do not match body_hash.")
             % {"where": _message_where(line, message)}
@@ -1070,7 +1057,7 @@ def _message_check(
     return message_id
 
 
-def _messages_of(chain: _Chain, messages: _Lookahead, fast: bool) -> None:
+def _messages_of(chain: _Chain, messages: _Lookahead) -> None:
     """Check the messages of `chain`'s conversation (the next ones in messages.jsonl)."""
     last_id = 0
     while messages.next is not None:
@@ -1083,19 +1070,18 @@ def _messages_of(chain: _Chain, messages: _Lookahead, fast: bool) -> None:
             )
         if conversation > chain.conversation:
             break
-        last_id = _message_check(chain, line, message, fast, last_id)
+        last_id = _message_check(chain, line, message, last_id)
         messages.advance()
 
 
-def _walk_once(
-    directory: Path, manifest: dict[str, Any], fast: bool, hasher: Executor
-) -> dict[str, Any]:
-    """Re-walk every chain from genesis and every message against it, in one streaming pass."""
+def _walk_exactly(directory: Path, manifest: dict[str, Any], hasher: Executor) -> dict[str, Any]:
+    """Re-walk every chain from genesis and every message against it, in one streaming pass,
+    with json and canonical_json; the first mismatch is described precisely."""
     heads = manifest.get("chain_heads")
     if not isinstance(heads, dict):
         raise _Mismatch(gettext("%(file)s: no chain heads.") % {"file": MANIFEST})
-    event_reader = _JsonlReader(directory, EVENTS_JSONL, fast, hasher)
-    message_reader = _JsonlReader(directory, MESSAGES_JSONL, fast, hasher)
+    event_reader = _JsonlReader(directory, EVENTS_JSONL, False, hasher)
+    message_reader = _JsonlReader(directory, MESSAGES_JSONL, False, hasher)
     messages = _Lookahead(iter(message_reader))
     chain: _Chain | None = None
     conversations = 0
@@ -1104,7 +1090,7 @@ def _walk_once(
         if chain is None or conversation != chain.conversation:
             if chain is not None:
                 _head_check(chain, heads)
-                _messages_of(chain, messages, fast)
+                _messages_of(chain, messages)
             if not isinstance(conversation, int) or (
                 chain is not None and conversation < chain.conversation
             ):
@@ -1114,10 +1100,10 @@ def _walk_once(
                 )
             chain = _Chain(conversation)
             conversations += 1
-        _event_check(chain, line, event, fast)
+        _event_check(chain, line, event)
     if chain is not None:
         _head_check(chain, heads)
-        _messages_of(chain, messages, fast)
+        _messages_of(chain, messages)
     if messages.next is not None:
         line, message = messages.next
         raise _Mismatch(
@@ -1141,8 +1127,148 @@ def _walk_once(
     }
 
 
+class _Unvouched(Exception):
+    """Something the fast walk does not accept as it stands: the exact walk looks again."""
+
+
+# Not a body hash: what a message that no event of its conversation chains is compared with.
+_UNCHAINED: Final = object()
+
+
+def _fast_payload(conversation: int, event: dict[str, Any]) -> dict[str, Any]:
+    """ConversationEvent.chain_payload of an exported event, its times as the file spells them.
+
+    Parsing and re-spelling every time cost more than hashing. A sealed hash that matches
+    proves each text is what isoformat() wrote, which reads back to the same spelling.
+    tests/messaging/test_exports_fast.py holds this to the model's chain_payload.
+    """
+    payload = {
+        "conversation": conversation,
+        "sequence": event["sequence"],
+        "kind": event["kind"],
+        "message": event["message"],
+        "actor": event["actor_label"],
+        "data": event["data"],
+        "occurred_at": event["occurred_at"],
+        "recorded_at": event["recorded_at"],
+    }
+    if type(payload["occurred_at"]) is not str or type(payload["recorded_at"]) is not str:
+        raise _Unvouched
+    return payload
+
+
+def _fast_chain_end(conversation: int, sequence: Any, head: str, heads: dict[str, Any]) -> None:
+    """_head_check, without a description."""
+    expected = heads.get(str(conversation))
+    if type(expected) is not dict or (
+        expected.get("sequence") != sequence or expected.get("hash") != head
+    ):
+        raise _Unvouched
+
+
+def _fast_messages(
+    conversation: int, chained: dict[Any, Any], messages: Iterator[Any], message: Any
+) -> Any:
+    """_messages_of, without descriptions: checks the messages of `conversation` (`message`
+    and the next ones of `messages`) against `chained` (message id -> chained body hash).
+    Returns the first message of a later conversation, None at the end of the file."""
+    last_id = 0
+    sha256 = hashlib.sha256
+    while message is not None:
+        if type(message) is not dict:
+            raise _Unvouched
+        owner = message.get("conversation")
+        if type(owner) is not int or owner < conversation:
+            raise _Unvouched
+        if owner > conversation:
+            return message
+        message_id, body_hash = message.get("id"), message.get("body_hash")
+        if (
+            type(message_id) is not int
+            or message_id <= last_id
+            or chained.get(message_id, _UNCHAINED) != body_hash
+        ):
+            raise _Unvouched
+        subject, body, variables = (
+            message.get("subject"),
+            message.get("body"),
+            message.get("variables"),
+        )
+        if message.get("erased_at"):
+            if body != ERASED_TEXT or subject not in ("", ERASED_TEXT) or variables != {}:
+                raise _Unvouched
+        elif type(subject) is not str or type(body) is not str or type(variables) is not dict:
+            raise _Unvouched
+        else:
+            spelled = _canonical_fast({"subject": subject, "body": body, "variables": variables})
+            if spelled is None or sha256(spelled).hexdigest() != body_hash:
+                raise _Unvouched
+        last_id = message_id
+        message = next(messages, None)
+    return None
+
+
+def _walk_fast(directory: Path, manifest: dict[str, Any], hasher: Executor) -> dict[str, Any]:
+    """_walk_exactly's checks, read with orjson and spelled with orjson, in one tight loop.
+
+    It only answers yes, or raises _Unvouched (or a _Mismatch, orjson's JSONDecodeError or a
+    KeyError) at the first thing it does not accept: describing is the exact walk's part.
+    """
+    heads = manifest.get("chain_heads")
+    if not isinstance(heads, dict):
+        raise _Unvouched
+    event_reader = _JsonlReader(directory, EVENTS_JSONL, True, hasher)
+    message_reader = _JsonlReader(directory, MESSAGES_JSONL, True, hasher)
+    messages = itertools.chain.from_iterable(message_reader.blocks())
+    message = next(messages, None)
+    sha256 = hashlib.sha256
+    conversation: int | None = None
+    sequence: Any = 0
+    head = GENESIS_HASH
+    chained: dict[Any, Any] = {}
+    conversations = 0
+    for block in event_reader.blocks():
+        for event in block:
+            if type(event) is not dict:
+                raise _Unvouched
+            owner = event.get("conversation")
+            if owner != conversation or type(owner) is not int:
+                if type(owner) is not int:
+                    raise _Unvouched
+                if conversation is not None:
+                    if owner < conversation:
+                        raise _Unvouched
+                    _fast_chain_end(conversation, sequence, head, heads)
+                    message = _fast_messages(conversation, chained, messages, message)
+                conversation, sequence, head, chained = owner, 0, GENESIS_HASH, {}
+                conversations += 1
+            if event.get("sequence") != sequence + 1 or event.get("previous_hash") != head:
+                raise _Unvouched
+            payload = _fast_payload(conversation, event)
+            spelled = _canonical_fast(payload)
+            if spelled is None:
+                raise _Unvouched
+            digest = sha256(head.encode("ascii") + b"\n" + spelled).hexdigest()
+            if digest != event.get("hash"):
+                raise _Unvouched
+            sequence, head = payload["sequence"], digest
+            data = payload["data"]
+            if payload["kind"] in MESSAGE_EVENTS and type(data) is dict:
+                chained[payload["message"]] = data.get("body_hash")
+    if conversation is not None:
+        _fast_chain_end(conversation, sequence, head, heads)
+        message = _fast_messages(conversation, chained, messages, message)
+    if message is not None or conversations != len(heads):
+        raise _Unvouched
+    return {
+        EVENTS_JSONL: event_reader.summary(),
+        MESSAGES_JSONL: message_reader.summary(),
+        "conversations": conversations,
+    }
+
+
 def _walk(directory: Path, manifest: dict[str, Any], hasher: Executor) -> dict[str, Any]:
-    """_walk_once, fast: orjson reads the lines and spells the hashed payloads.
+    """_walk_fast, and where it does not vouch for the export, _walk_exactly.
 
     json reads numbers a little differently (orjson reads an integer beyond 64 bits as a
     float) and canonical_json spells some floats differently. Every hash the fast walk
@@ -1151,9 +1277,9 @@ def _walk(directory: Path, manifest: dict[str, Any], hasher: Executor) -> dict[s
     canonical_json, which finds and describes the first difference, if there is one.
     """
     try:
-        return _walk_once(directory, manifest, True, hasher)
-    except (_Mismatch, orjson.JSONDecodeError):
-        return _walk_once(directory, manifest, False, hasher)
+        return _walk_fast(directory, manifest, hasher)
+    except (_Unvouched, _Mismatch, KeyError, orjson.JSONDecodeError):
+        return _walk_exactly(directory, manifest, hasher)
 
 
 def _file_digest(path: Path) -> dict[str, Any] | None:

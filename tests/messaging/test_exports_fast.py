@@ -86,7 +86,7 @@ def test_awkward_text_round_trips_and_verifies(team, auditor, tmp_path):
     ],
 )
 def test_canonical_spelling_equals_canonical_json(payload):
-    assert exports_module._canonical(payload, fast=True) == canonical_json(payload)
+    assert exports_module._canonical_fast(payload) == canonical_json(payload)
 
 
 def _sealed_export(directory, variables, spelled_variables=None):
@@ -168,7 +168,7 @@ def test_text_holding_e_plus_stays_on_the_fast_walk(tmp_path):
     _sealed_export(tmp_path / "x", {"formel": "one+two", "preis": "1e+16"})
     manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
     with ThreadPoolExecutor(1) as hasher:
-        walked = exports_module._walk_once(tmp_path / "x", manifest, True, hasher)
+        walked = exports_module._walk_fast(tmp_path / "x", manifest, hasher)
     assert walked["conversations"] == 1
 
 
@@ -199,3 +199,76 @@ def test_lines_are_split_across_read_blocks(tmp_path, monkeypatch, fast):
             "bytes": len(data) + 14,
             "rows": 21,
         }
+
+
+def _exported(team, tmp_path):
+    _awkward_conversations(team)
+    conversations_export(actor=None, out_dir=tmp_path / "x")
+    return tmp_path / "x", json.loads((tmp_path / "x" / "manifest.json").read_text())
+
+
+def test_the_fast_payload_is_the_models_chain_payload(team, tmp_path):
+    directory, _manifest = _exported(team, tmp_path)
+    for line in (directory / "events.jsonl").read_text().split("\n")[:-1]:
+        event = json.loads(line)
+        stand_in = exports_module._ExportedEvent(
+            conversation_id=event["conversation"],
+            sequence=event["sequence"],
+            kind=event["kind"],
+            message_id=event["message"],
+            actor_label=event["actor_label"],
+            data=event["data"],
+            occurred_at=dt.datetime.fromisoformat(event["occurred_at"]),
+            recorded_at=dt.datetime.fromisoformat(event["recorded_at"]),
+        )
+        assert exports_module._fast_payload(event["conversation"], event) == (
+            ConversationEvent.chain_payload(stand_in)
+        )
+
+
+def test_the_fast_walk_vouches_for_an_intact_export(team, tmp_path):
+    """Not only the exact walk: an intact export never needs the second, slower walk."""
+    directory, manifest = _exported(team, tmp_path)
+    with ThreadPoolExecutor(1) as hasher:
+        fast = exports_module._walk_fast(directory, manifest, hasher)
+        exact = exports_module._walk_exactly(directory, manifest, hasher)
+    assert fast == exact
+    assert fast["conversations"] == len(AWKWARD_BODIES)
+
+
+# Changes to an intact export that the exact walk refuses: (file, line, change of that line).
+TAMPERINGS = {
+    "event data": ("events.jsonl", 1, lambda row: row["data"].update(status="read")),
+    "event sequence as a float": ("events.jsonl", 0, lambda row: row.update(sequence=1.0)),
+    "event time as a number": ("events.jsonl", 0, lambda row: row.update(occurred_at=0)),
+    "event without a kind": ("events.jsonl", 0, lambda row: row.pop("kind")),
+    "event previous hash": ("events.jsonl", 1, lambda row: row.update(previous_hash="0" * 64)),
+    "message body": ("messages.jsonl", 0, lambda row: row.update(body=row["body"] + "!")),
+    "message id as a float": ("messages.jsonl", 0, lambda row: row.update(id=float(row["id"]))),
+    "message of no conversation": ("messages.jsonl", 1, lambda row: row.update(conversation=0)),
+    "message marked erased": ("messages.jsonl", 0, lambda row: row.update(erased_at="2025")),
+    "message variables": ("messages.jsonl", 0, lambda row: row.update(variables={"x": 1})),
+    "message as a list": ("messages.jsonl", 0, lambda row: row.clear()),
+}
+
+
+@pytest.mark.parametrize("tampering", TAMPERINGS)
+def test_the_fast_walk_refuses_what_the_exact_walk_refuses(team, tmp_path, tampering):
+    """The fast walk only says yes or hands over: whatever it accepts, the exact walk accepts."""
+    directory, manifest = _exported(team, tmp_path)
+    name, index, change = TAMPERINGS[tampering]
+    path = directory / name
+    lines = path.read_bytes().split(b"\n")
+    row = json.loads(lines[index])
+    change(row)
+    lines[index] = json.dumps(row, ensure_ascii=False).encode() if row else b"[]"
+    path.write_bytes(b"\n".join(lines))
+
+    with ThreadPoolExecutor(1) as hasher:
+        with pytest.raises(exports_module._Mismatch):
+            exports_module._walk_exactly(directory, manifest, hasher)
+        with pytest.raises(
+            (exports_module._Unvouched, exports_module._Mismatch, KeyError, ValueError)
+        ):
+            exports_module._walk_fast(directory, manifest, hasher)
+    assert not export_verify(directory).ok

@@ -87,3 +87,47 @@ def test_the_files_are_written_from_the_bytes_postgresql_sends(team, tmp_path, m
     line = (tmp_path / "x" / "messages.jsonl").read_bytes()
     assert 'Grüße 😀, \\"ja\\"'.encode() in line
     assert exports_module.export_verify(tmp_path / "x").ok
+
+
+def _parallel_workers() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW max_parallel_workers_per_gather")
+        return cursor.fetchone()[0]
+
+
+def test_the_lines_query_runs_without_parallel_workers():
+    """Its leader spells every line: workers would only scan, hand rows over and cost CPU."""
+    from psycopg import Cursor
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 3")
+    with (
+        Cursor(connection.connection) as cursor,
+        exports_module._without_parallel_workers(cursor),
+    ):
+        cursor.execute("SHOW max_parallel_workers_per_gather")
+        assert cursor.fetchone()[0] == "0"
+    assert _parallel_workers() == "3"
+
+
+def test_both_tables_are_read_without_parallel_workers(team, tmp_path, monkeypatch):
+    """And a caller's transaction that goes on keeps its own setting."""
+    from tests.factories import ChannelAccountFactory
+    from tests.messaging.helpers import reachable_contact, receive_text
+
+    receive_text(ChannelAccountFactory(team=team), reachable_contact(team), "Hallo")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 3")
+    entered: list[str] = []
+    original = exports_module._without_parallel_workers
+
+    def recorded(cursor):
+        entered.append("lines")
+        return original(cursor)
+
+    monkeypatch.setattr(exports_module, "_without_parallel_workers", recorded)
+    conversations_export(actor=None, out_dir=tmp_path / "x")
+
+    assert entered == ["lines", "lines"]  # messages and events
+    assert _parallel_workers() == "3"
+    assert exports_module.export_verify(tmp_path / "x").ok
