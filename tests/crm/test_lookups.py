@@ -41,7 +41,11 @@ def test_strings_arrive_as_they_were():
 
 @postgres_only
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.text(st.characters(exclude_characters="\x00")), min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.text(st.characters(codec="utf-8", exclude_characters="\x00")), min_size=1, max_size=8
+    )
+)
 def test_any_text_arrives_as_it_was(values):
     assert _round_trip(values, "text[]") == values
 
