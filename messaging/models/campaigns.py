@@ -191,17 +191,32 @@ class RecipientStatus(models.TextChoices):
 class CampaignRecipient(models.Model):
     """One frozen audience member: at most one message, also after a crash and relaunch."""
 
+    # No index of its own: every index of the table starts with the campaign (freezing a
+    # launch writes one entry per recipient into each index). Nor do the campaign and the
+    # account have database foreign keys: the freeze writes them from the campaign it holds
+    # locked and that campaign's templates' accounts (which their own keys protect), and the
+    # database would check both again for each of a million recipients at commit, a third of
+    # the freeze's time. CASCADE and PROTECT still apply: Django's deletion runs them.
     campaign = models.ForeignKey(
-        Campaign, on_delete=models.CASCADE, related_name="recipients", verbose_name=_("campaign")
+        Campaign,
+        on_delete=models.CASCADE,
+        related_name="recipients",
+        verbose_name=_("campaign"),
+        db_index=False,
+        db_constraint=False,
     )
     contact = models.ForeignKey(
         "crm.Contact", on_delete=models.PROTECT, related_name="+", verbose_name=_("contact")
     )
+    # No index either: no query looks recipients up by account; only deleting an account
+    # (protected, rare) scans for them, while each freeze paid an entry per recipient.
     account = models.ForeignKey(
         "messaging.ChannelAccount",
         on_delete=models.PROTECT,
         related_name="+",
         verbose_name=_("channel account"),
+        db_index=False,
+        db_constraint=False,
     )
     channel = models.CharField(_("channel"), max_length=16, choices=Channel)
     status = models.CharField(

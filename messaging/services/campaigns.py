@@ -45,7 +45,12 @@ from messaging.models import (
     SenderKind,
 )
 from messaging.services.events import event_publish
-from messaging.services.gate import GateDecision, SendRequest, send_gate_evaluate_many
+from messaging.services.gate import (
+    GateDecision,
+    SendRequest,
+    frozen_instance,
+    send_gate_evaluate_many,
+)
 from messaging.services.send import message_send
 
 if TYPE_CHECKING:
@@ -319,6 +324,8 @@ def _freeze(campaign: Campaign, templates: Sequence[CampaignTemplate]) -> int:
     An existing (campaign, contact) row is kept as it is (ON CONFLICT DO NOTHING), so
     insertion order decides the channel: first contacts on their preferred channel, then
     everyone else in the campaign's fallback order. No contact id travels through Python.
+    Returns how many recipients the campaign has: those it had (none at a launch, which holds
+    the campaign's row) plus those inserted, rather than counting a million fresh rows again.
     """
     passes: list[tuple[CampaignTemplate, QuerySet[Contact]]] = []
     if campaign.channel_mode == ChannelMode.PREFERRED:
@@ -332,6 +339,7 @@ def _freeze(campaign: Campaign, templates: Sequence[CampaignTemplate]) -> int:
         meta.get_field(name).column
         for name in ("campaign", "contact", "account", "channel", "status", "reason")
     )
+    count = campaign.recipients.count()
     with connection.cursor() as cursor:
         for choice, contacts in passes:
             # Ordering is meaningless for an insert and would sort the whole audience.
@@ -350,7 +358,8 @@ def _freeze(campaign: Campaign, templates: Sequence[CampaignTemplate]) -> int:
                     *audience_params,
                 ],
             )
-    return campaign.recipients.count()
+            count += cursor.rowcount
+    return count
 
 
 def campaign_dry_run(campaign: Campaign) -> dict[str, int]:
@@ -559,7 +568,9 @@ def campaign_batch_decisions(
     for recipient in recipients:
         account, version = by_account[recipient.account_id]
         requests.append(
-            SendRequest(contact=recipient.contact, account=account, template_version=version)
+            frozen_instance(
+                SendRequest, contact=recipient.contact, account=account, template_version=version
+            )
         )
     return send_gate_evaluate_many(requests, at=at)
 

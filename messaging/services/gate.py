@@ -9,7 +9,8 @@ The rules are one pure function of the request and the facts read for it. The fa
 for a whole batch of requests in a constant number of queries (`send_gate_evaluate_many`, what
 campaign batches use); a single decision is a batch of one, so both forms apply the same rules.
 What requests of a batch share (account, version, purpose, quiet hours per time zone) is worked
-out once per batch (`_Kind`); on PostgreSQL the facts query is a prepared statement.
+out once per batch (`_Kind`); on PostgreSQL the facts query is a prepared statement, run on
+one cursor per connection.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import weakref
 import zoneinfo
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, Final, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -78,6 +80,26 @@ REASON_MESSAGES: Final[dict[str, Any]] = {
     FREQUENCY_CAP: _("The contact already received the most messages allowed for this purpose."),
     QUIET_HOURS: _("Deferred until the contact's quiet hours end."),
 }
+
+
+_Frozen = TypeVar("_Frozen")
+
+
+@functools.cache
+def _field_defaults(cls: type) -> dict[str, Any]:
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
+def frozen_instance(cls: type[_Frozen], **values: Any) -> _Frozen:
+    """`cls(**values)` for a frozen dataclass whose fields without a plain default are all
+    in `values` (a default_factory is not called). A frozen dataclass's __init__ sets each
+    field through object.__setattr__: building a request and its decision that way was most
+    of a batch decision's Python time. The instance is as frozen and compares the same."""
+    instance = object.__new__(cls)
+    state = instance.__dict__
+    state.update(_field_defaults(cls))
+    state.update(values)
+    return instance
 
 
 @dataclass(frozen=True)
@@ -220,8 +242,20 @@ def _counted_messages() -> QuerySet[Message]:
 
 # What the gate records of a grant, in the order the facts query reads them.
 _GRANT_COLUMNS: Final = ("id", "last_event_id", "since", "valid_until")
-# A stable order for the statuses' placeholders, so equal shapes give equal SQL text.
-_COUNTED: Final = tuple(sorted(COUNTED_STATUSES))
+# Per channel: the primary point's address, its stored hash, whether that is suppressed.
+_POINT_COLUMNS: Final = 3
+
+
+def _literal(value: str) -> str:
+    """A choice value of our code as an SQL string literal (letters and underscores only):
+    constants are written into the facts query rather than sent with every execution."""
+    if not value.replace("_", "").isalpha():
+        raise ValueError(f"not a choice value: {value!r}")
+    return f"'{value}'"
+
+
+# The counted statuses in a stable order, so equal shapes give equal SQL text.
+_COUNTED: Final = ", ".join(_literal(status) for status in sorted(COUNTED_STATUSES))
 
 
 @dataclass(frozen=True)
@@ -250,12 +284,12 @@ class _FactsShape:
         return shape
 
     def _place(self, kind: _Kind) -> None:
-        # Column positions in a row of _facts_sql: the contact id, then two per channel,
-        # _GRANT_COLUMNS per grant, one per capped purpose.
-        grants = 1 + 2 * len(self.channels)
+        # Column positions in a row of _facts_sql: the contact id, then _POINT_COLUMNS per
+        # channel, _GRANT_COLUMNS per grant, one per capped purpose.
+        grants = 1 + _POINT_COLUMNS * len(self.channels)
         sent = grants + len(_GRANT_COLUMNS) * len(self.grants)
         if kind.reads_address:
-            kind.address_column = 1 + 2 * self.channels.index(kind.channel)
+            kind.address_column = 1 + _POINT_COLUMNS * self.channels.index(kind.channel)
         if kind.needs_consent:
             index = self.grants.index((kind.purpose.pk, kind.channel))
             kind.grant_column = grants + len(_GRANT_COLUMNS) * index
@@ -279,9 +313,6 @@ class _FactsShape:
         params: dict[str, Any] = {
             "contacts": contacts,
             "at": adapt(at),
-            "granted": ConsentStatus.GRANTED,
-            "outbound": Direction.OUTBOUND,
-            **{f"counted_{i}": status for i, status in enumerate(_COUNTED)},
         }
         for i, channel in enumerate(self.channels):
             params[f"channel_{i}"] = channel
@@ -290,9 +321,7 @@ class _FactsShape:
         for i, purpose in enumerate(self.capped):
             params[f"capped_purpose_{i}"] = purpose.pk
             params[f"capped_since_{i}"] = adapt(_cap_since(purpose, at))
-        with _facts_cursor(db) as cursor:
-            cursor.execute(sql, params)
-            return {row[0]: row for row in cursor.fetchall()}
+        return {row[0]: row for row in _fetch_facts(db, sql, params)}
 
 
 # psycopg prepares a statement once it ran this often; the facts cursor asks for it at once,
@@ -330,29 +359,53 @@ def _preparing_cursor_class() -> type | None:
     return PreparingCursor
 
 
-def _facts_cursor(db: BaseDatabaseWrapper) -> Any:
+# Django connection -> its psycopg cursor for the facts query. Building a psycopg cursor (its
+# adapters and transformer) cost as much client time as running the query; the cursor holds
+# no server state, only psycopg's connection, so one per connection serves every decision.
+_facts_cursors: weakref.WeakKeyDictionary[BaseDatabaseWrapper, Any] = weakref.WeakKeyDictionary()
+
+
+def _prepared_facts_cursor(db: BaseDatabaseWrapper) -> Any:
     """The cursor for the facts query: on PostgreSQL a prepared statement, planned once per
     connection and shape instead of once per decision (Django's own cursor inlines the values,
     so every execution was planned anew and planning was most of a single decision's time).
+    None where it cannot be used: another database, psycopg 2, or DISABLE_SERVER_SIDE_CURSORS
+    marking a transaction-pooling PgBouncer (before 1.21, or without
+    max_prepared_statements), which would hand the statement's name to another server
+    connection.
 
     Still Django's cursor wrapper (query log, error translation, broken-transaction check) on
     Django's connection, so it runs in the caller's transaction. Statements prepared in a
     transaction outlive its rollback on the server; psycopg drops its own list of them on
-    every rollback anyway and prepares again. Off where DISABLE_SERVER_SIDE_CURSORS marks a
-    transaction-pooling PgBouncer (before 1.21, or without max_prepared_statements), which
-    would hand the statement's name to another server connection.
+    every rollback anyway and prepares again.
     """
     if db.vendor != "postgresql" or db.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
-        return db.cursor()
+        return None
     cursor_class = _preparing_cursor_class()
     if cursor_class is None:
-        return db.cursor()
+        return None
+    # What db.cursor() does before it creates a cursor.
     db.close_if_health_check_failed()
     db.ensure_connection()
     db.validate_thread_sharing()
-    with db.wrap_database_errors:
-        cursor = cursor_class(db.connection)
+    cursor = _facts_cursors.get(db)
+    # A new one after a reconnect (the old cursor belongs to the closed connection).
+    if cursor is None or cursor.closed or cursor.connection is not db.connection:
+        with db.wrap_database_errors:
+            cursor = _facts_cursors[db] = cursor_class(db.connection)
     return db.make_debug_cursor(cursor) if db.queries_logged else db.make_cursor(cursor)
+
+
+def _fetch_facts(db: BaseDatabaseWrapper, sql: str, params: dict[str, Any]) -> list[Any]:
+    """The facts query's rows: prepared where possible, else through Django's cursor."""
+    prepared = _prepared_facts_cursor(db)
+    if prepared is None:
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    # Not closed afterwards (`with` would): the next decision on this connection reuses it.
+    prepared.execute(sql, params)
+    return prepared.fetchall()
 
 
 @functools.lru_cache(maxsize=64)
@@ -361,10 +414,11 @@ def _facts_sql(vendor: str, channels: int, grants: int, capped: int, one: bool =
     (`one`: for a single contact, on PostgreSQL).
 
     Raw SQL because compiling the equivalent ORM query (a subquery per column) cost more than
-    running it; the text is built once per shape and vendor, the values are named parameters
-    (see _FactsShape.rows). Same facts as the ORM's: primary point by is_primary desc, id;
-    suppression of that point's hash (ContactPoint.address_hash is address_hash(address),
-    kept so by every writer); the granted consent valid at `at` (one at most per contact,
+    running it; the text is built once per shape and vendor, the values that vary are named
+    parameters (see _FactsShape.rows), our constants (statuses, direction) literals. Same
+    facts as the ORM's: primary point by is_primary desc, id; that point's stored hash
+    (ContactPoint.address_hash is address_hash(address), kept so by every writer) and its
+    suppression; the granted consent valid at `at` (one at most per contact,
     purpose and channel); counted outbound messages since the cap period began.
     """
     point, consent = ContactPoint._meta.db_table, Consent._meta.db_table
@@ -388,6 +442,7 @@ def _facts_sql(vendor: str, channels: int, grants: int, capped: int, one: bool =
     for i in range(channels):
         columns += [
             f"p{i}.address",
+            f"p{i}.address_hash",
             f"EXISTS (SELECT 1 FROM {Suppression._meta.db_table} s "  # noqa: S608 - our tables
             f"WHERE s.address_hash = p{i}.address_hash)",
         ]
@@ -400,6 +455,7 @@ def _facts_sql(vendor: str, channels: int, grants: int, capped: int, one: bool =
                 "ORDER BY q.is_primary DESC, q.id",
             )
         )
+    granted = _literal(ConsentStatus.GRANTED)
     for i in range(grants):
         columns += [f"g{i}.{name}" for name in _GRANT_COLUMNS]
         joins.append(
@@ -408,16 +464,15 @@ def _facts_sql(vendor: str, channels: int, grants: int, capped: int, one: bool =
                 _GRANT_COLUMNS,
                 f"g{i}",
                 f"q.contact_id = c.id AND q.purpose_id = %(grant_purpose_{i})s "
-                f"AND q.channel = %(grant_channel_{i})s AND q.status = %(granted)s "
+                f"AND q.channel = %(grant_channel_{i})s AND q.status = {granted} "
                 "AND (q.valid_until IS NULL OR q.valid_until > %(at)s)",
             )
         )
-    statuses = ", ".join(f"%(counted_{i})s" for i in range(len(_COUNTED)))
     for i in range(capped):
         columns.append(
             f"(SELECT COUNT(*) FROM {Message._meta.db_table} m "  # noqa: S608 - our tables
             f"WHERE m.contact_id = c.id AND m.purpose_id = %(capped_purpose_{i})s "
-            f"AND m.direction = %(outbound)s AND m.status IN ({statuses}) "
+            f"AND m.direction = {_literal(Direction.OUTBOUND)} AND m.status IN ({_COUNTED}) "
             f"AND m.created_at >= %(capped_since_{i})s)"
         )
     # The contact ids are one parameter whatever their number (an array on PostgreSQL, a JSON
@@ -435,10 +490,15 @@ def _facts_sql(vendor: str, channels: int, grants: int, capped: int, one: bool =
     return f"SELECT {', '.join(columns)} FROM {contacts} {' '.join(joins)}"  # noqa: S608
 
 
+@functools.cache
+def _datetime_column() -> Any:
+    return Consent._meta.get_field("since").get_col(Consent._meta.db_table)
+
+
 def _datetime_reader(db: BaseDatabaseWrapper) -> Callable[[Any], dt.datetime | None]:
     """Turns a raw datetime column into what the ORM would return (SQLite gives naive or text
     values; the ORM's converters make them aware)."""
-    column = Consent._meta.get_field("since").get_col(Consent._meta.db_table)
+    column = _datetime_column()
     converters = db.ops.get_db_converters(column) + column.get_db_converters(db)
 
     def read(value: Any) -> dt.datetime | None:
@@ -551,8 +611,14 @@ def _kinds(requests: Sequence[SendRequest], at: dt.datetime) -> list[_Kind]:
 def _refused(
     request: SendRequest, at: dt.datetime, reason: str, checks: list[str], inputs: dict[str, Any]
 ) -> GateDecision:
-    return GateDecision(
-        allowed=False, reason=reason, decided_at=at, checks=checks, inputs=inputs, request=request
+    return frozen_instance(
+        GateDecision,
+        allowed=False,
+        reason=reason,
+        decided_at=at,
+        checks=checks,
+        inputs=inputs,
+        request=request,
     )
 
 
@@ -583,8 +649,9 @@ def _decide(
         address = row[kind.address_column]
         if not address:
             return _refused(request, at, NO_ADDRESS, checks, inputs)
-        inputs["address_hash"] = address_hash(address)
-        suppressed = row[kind.address_column + 1]
+        # The stored hash: address_hash(address), as the suppression check reads it.
+        inputs["address_hash"] = row[kind.address_column + 1]
+        suppressed = row[kind.address_column + 2]
     else:
         hashed = address_hash(request.address)
         inputs["address_hash"] = hashed
@@ -641,7 +708,8 @@ def _decide(
     inputs.update(
         contact=contact.pk, account=account_id, template_version=version_id, purpose=purpose_id
     )
-    return GateDecision(
+    return frozen_instance(
+        GateDecision,
         allowed=True,
         reason=QUIET_HOURS if deferred_until else None,
         deferred_until=deferred_until,
