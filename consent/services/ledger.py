@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import orjson
 from django.db import connection, models, transaction
-from django.db.models import F, Lookup, OuterRef, Subquery, Value
+from django.db.models import OuterRef, Subquery, Value
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from psycopg import postgres, pq
@@ -56,6 +56,7 @@ from consent.signals import consent_changed
 from crm import selectors as crm_selectors
 from crm.errors import DomainError, PermissionRefused
 from crm.hashing import address_hash
+from crm.imports.lookups import any_of
 from crm.imports.writes import InstanceMaker, load, reserve_ids
 from crm.ledger import GENESIS_HASH, LedgerEntry, canonical_json
 from crm.models import Channel, Contact, Team
@@ -412,7 +413,7 @@ def _record_chunk(
     # Lock the contacts (in id order, so two batches cannot deadlock): their chains must not
     # fork when events arrive at once. Thousands per chunk: made without Model.__init__, with
     # the fields the rules read (any other loads when read, as with .only()).
-    locked = Contact.objects.select_for_update().filter(_AnyOf(F("pk"), contact_ids)).order_by("pk")
+    locked = Contact.objects.select_for_update().filter(any_of("pk", contact_ids)).order_by("pk")
     contacts_by_id = {
         contact.pk: contact
         for contact in load(locked, ("id", "team", "erased_at", "is_restricted"))
@@ -509,8 +510,8 @@ def _existing_references(changes: list[ConsentChange]) -> _References:
         for change in changes
         if change.evidence.consent_text is not None
     } - {None}
-    purposes = Purpose.objects.filter(_AnyOf(F("pk"), sorted(purpose_ids)))
-    texts = ConsentText.objects.filter(_AnyOf(F("pk"), sorted(text_ids)))
+    purposes = Purpose.objects.filter(any_of("pk", sorted(purpose_ids)))
+    texts = ConsentText.objects.filter(any_of("pk", sorted(text_ids)))
     rows = (
         purposes.order_by()
         .values_list("pk", Value(False))
@@ -572,24 +573,6 @@ def _stored_evidence(new_evidence: InstanceMaker, evidence: Evidence) -> Consent
     return stored
 
 
-class _AnyOf(Lookup):
-    """`lhs IN (ids)`, with the ids as one array parameter on PostgreSQL (`= ANY(%s)`).
-
-    A chunk reads thousands of contacts three times; as thousands of parameters the ids cost
-    the ORM and the driver more time than the queries themselves.
-    """
-
-    lookup_name = "any_of"
-    prepare_rhs = False
-
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
-        lhs, lhs_params = self.process_lhs(compiler, connection)
-        ids = list(self.rhs)
-        if connection.vendor == "postgresql":
-            return f"{lhs} = ANY(%s)", [*lhs_params, ids]
-        return f"{lhs} IN ({', '.join(['%s'] * len(ids))})", [*lhs_params, *ids]
-
-
 def _chain_heads(contact_ids: list[int]) -> dict[int, tuple[int, str]]:
     """(sequence, hash) of each contact's last event; read under the contacts' locks."""
     last_sequence = (
@@ -599,7 +582,7 @@ def _chain_heads(contact_ids: list[int]) -> dict[int, tuple[int, str]]:
     )
     heads = (
         ConsentEvent.objects.filter(
-            _AnyOf(F("contact_id"), contact_ids), sequence=Subquery(last_sequence)
+            any_of("contact_id", contact_ids), sequence=Subquery(last_sequence)
         )
         .order_by()
         .values_list("contact_id", "sequence", "hash")
@@ -610,7 +593,7 @@ def _chain_heads(contact_ids: list[int]) -> dict[int, tuple[int, str]]:
 def _projection_rows(contact_ids: list[int]) -> dict[tuple[int, int, str], _ProjectionRow]:
     rows = (
         Consent.objects.select_for_update(of=("self",))
-        .filter(_AnyOf(F("contact_id"), contact_ids))
+        .filter(any_of("contact_id", contact_ids))
         .order_by()
         .values_list(
             "contact_id",
