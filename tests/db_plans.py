@@ -1,4 +1,4 @@
-"""What PostgreSQL has and plans: index names of a table, the plan of a statement."""
+"""What PostgreSQL has and plans: a table's indexes and foreign keys, a statement's plan."""
 
 from __future__ import annotations
 
@@ -25,3 +25,14 @@ def plan(sql: str, params: list[Any]) -> str:
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute(f"EXPLAIN {sql}", params)
         return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def referenced_tables(table: str) -> set[str]:
+    """The tables `table`'s database foreign keys point to."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT confrelid::regclass::text FROM pg_constraint"
+            " WHERE conrelid = %s::regclass AND contype = 'f'",
+            [table],
+        )
+        return {name for (name,) in cursor.fetchall()}

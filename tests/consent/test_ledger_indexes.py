@@ -18,13 +18,10 @@ from django.utils import timezone
 
 from consent.models import ConsentAction, ConsentEvent, ConsentEvidence, ConsentSource
 from consent.services import ConsentChange, Evidence, consent_record_many
+from tests.db_plans import index_names, plan, postgres_only
 from tests.factories import ContactFactory, PurposeFactory
 
 pytestmark = pytest.mark.django_db
-
-postgres_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="index names and plans of PostgreSQL"
-)
 
 EVENT_INDEXES = {
     "consent_consentevent_pkey",
@@ -42,20 +39,6 @@ PROJECTION_INDEXES = {
     "consent_audience_reachable",
     "consent_expiry",
 }
-
-
-def _indexes(table: str) -> set[str]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", [table])
-        return {name for (name,) in cursor.fetchall()}
-
-
-def _plan(sql: str, params: list) -> str:
-    with connection.cursor() as cursor:
-        # Tiny test tables: without this the planner reads them whole.
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute(f"EXPLAIN {sql}", params)
-        return "\n".join(row[0] for row in cursor.fetchall())
 
 
 def _changes(contacts, purpose, per_contact=3):
@@ -77,8 +60,8 @@ def _changes(contacts, purpose, per_contact=3):
 
 @postgres_only
 def test_the_ledger_tables_have_only_the_indexes_their_queries_use():
-    assert _indexes("consent_consentevent") == EVENT_INDEXES
-    assert _indexes("consent_consent") == PROJECTION_INDEXES
+    assert index_names("consent_consentevent") == EVENT_INDEXES
+    assert index_names("consent_consent") == PROJECTION_INDEXES
 
 
 @postgres_only
@@ -102,7 +85,7 @@ def test_the_ledger_tables_have_only_the_indexes_their_queries_use():
 )
 def test_lookups_of_the_dropped_indexes_use_the_composite_ones(sql, index):
     with transaction.atomic():
-        assert index in _plan(sql, [1])
+        assert index in plan(sql, [1])
 
 
 @postgres_only

@@ -35,13 +35,10 @@ from consent.services import (
     consent_record,
     consent_record_many,
 )
+from tests.db_plans import postgres_only, referenced_tables
 from tests.factories import ConsentTextFactory, ContactFactory, PurposeFactory
 
 pytestmark = pytest.mark.django_db
-
-postgres_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="constraints and COPY of PostgreSQL"
-)
 
 
 @pytest.fixture
@@ -78,48 +75,26 @@ def _deleted_purpose(team) -> Purpose:
 
 @postgres_only
 def test_only_the_contact_key_of_the_ledger_is_a_database_foreign_key():
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT conrelid::regclass::text, confrelid::regclass::text
-            FROM pg_constraint
-            WHERE contype = 'f' AND conrelid = ANY(%s::regclass[])
-            """,
-            [["consent_consentevent", "consent_consent", "consent_consentevidence"]],
-        )
-        keys = set(cursor.fetchall())
-    assert keys == {
-        ("consent_consentevent", "crm_contact"),
-        ("consent_consentevidence", "auth_user"),
-    }
+    assert referenced_tables("consent_consentevent") == {"crm_contact"}
+    assert referenced_tables("consent_consent") == set()
+    assert referenced_tables("consent_consentevidence") == {"auth_user"}
 
 
-def test_an_event_for_a_deleted_purpose_is_refused_and_writes_nothing(team):
+@pytest.mark.parametrize(
+    "missing",
+    [
+        _deleted_purpose,
+        lambda team: Purpose(team=team, key="unsaved", name="Unsaved", allowed_channels=["email"]),
+    ],
+    ids=["deleted", "unsaved"],
+)
+def test_an_event_for_a_purpose_that_does_not_exist_is_refused_and_writes_nothing(team, missing):
     contact = ContactFactory(team=team)
-    gone = _deleted_purpose(team)
 
     with pytest.raises(ConsentInvalid) as refused:
         consent_record(
             contact=contact,
-            purpose=gone,
-            channel="email",
-            action=ConsentAction.WITHDRAWN,
-            source=ConsentSource.API,
-            evidence=Evidence(note="withdrawn"),
-        )
-
-    assert refused.value.field == "purpose"
-    assert _nothing_written()
-
-
-def test_an_unsaved_purpose_is_refused(team):
-    contact = ContactFactory(team=team)
-    unsaved = Purpose(team=team, key="unsaved", name="Unsaved", allowed_channels=["email"])
-
-    with pytest.raises(ConsentInvalid) as refused:
-        consent_record(
-            contact=contact,
-            purpose=unsaved,
+            purpose=missing(team),
             channel="email",
             action=ConsentAction.WITHDRAWN,
             source=ConsentSource.API,

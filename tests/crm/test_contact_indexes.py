@@ -10,13 +10,13 @@ contact, history date and user. The lookups that used them are still index scans
 from __future__ import annotations
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import ProtectedError
 
 from crm import roles
 from crm.imports import import_file
 from crm.models import Contact, ContactPoint
-from tests.db_plans import index_names, plan, postgres_only
+from tests.db_plans import index_names, plan, postgres_only, referenced_tables
 
 pytestmark = pytest.mark.django_db
 
@@ -88,16 +88,6 @@ def test_lookups_of_the_dropped_indexes_use_the_remaining_ones(sql, index):
         assert index in plan(sql, [param])
 
 
-def _referenced_tables(table: str) -> set[str]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT confrelid::regclass::text FROM pg_constraint"
-            " WHERE conrelid = %s::regclass AND contype = 'f'",
-            [table],
-        )
-        return {name for (name,) in cursor.fetchall()}
-
-
 @postgres_only
 @pytest.mark.parametrize(
     ("table", "references"),
@@ -111,7 +101,7 @@ def _referenced_tables(table: str) -> set[str]:
     ],
 )
 def test_the_database_checks_each_reference_once(table, references):
-    assert _referenced_tables(table) == references
+    assert referenced_tables(table) == references
 
 
 def test_a_team_with_contacts_still_cannot_be_deleted(team):

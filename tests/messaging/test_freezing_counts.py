@@ -5,14 +5,13 @@ database checks only the references the freeze does not guarantee itself."""
 from __future__ import annotations
 
 import pytest
-from django.db import connection
 
 from crm.models import Channel
 from messaging.models import CampaignRecipient, ChannelMode
 from messaging.services import TemplateChoice, campaign_create, campaign_launch
 from messaging.services.campaigns import _freeze, campaign_templates
 from tests.consent.helpers import grant_consent
-from tests.db_plans import postgres_only
+from tests.db_plans import postgres_only, referenced_tables
 from tests.factories import ChannelAccountFactory, ContactPointFactory, PurposeFactory
 from tests.messaging.helpers import reachable_contact, sendable_version
 
@@ -73,12 +72,7 @@ def test_the_frozen_count_is_the_table_and_a_second_freeze_adds_nobody(team, mod
 
 @postgres_only
 def test_the_database_checks_only_the_recipients_contact_and_message():
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT confrelid::regclass::text FROM pg_constraint"
-            " WHERE conrelid = 'messaging_campaignrecipient'::regclass AND contype = 'f'"
-        )
-        assert {name for (name,) in cursor.fetchall()} == {"crm_contact", "messaging_message"}
+    assert referenced_tables("messaging_campaignrecipient") == {"crm_contact", "messaging_message"}
 
 
 def test_deleting_a_campaign_still_deletes_its_recipients(team):
