@@ -126,3 +126,20 @@ def receive_text(
             provider_message_id=f"in-{next(_names)}",
             occurred_at=at or timezone.now(),
         )
+
+
+def exported_event(line: dict):
+    """An exported event line (events.jsonl) as the object ConversationEvent.chain_payload
+    hashes, to recompute a chain from an export."""
+    from messaging.services import exports
+
+    return exports._ExportedEvent(
+        conversation_id=line["conversation"],
+        sequence=line["sequence"],
+        kind=line["kind"],
+        message_id=line["message"],
+        actor_label=line["actor_label"],
+        data=line["data"],
+        occurred_at=dt.datetime.fromisoformat(line["occurred_at"]),
+        recorded_at=dt.datetime.fromisoformat(line["recorded_at"]),
+    )

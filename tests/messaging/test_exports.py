@@ -23,7 +23,12 @@ from messaging.services.ledger import content_hash
 from messaging.webhooks.events import DeliveryStatus, StatusUpdate
 from tests.consent.helpers import grant_consent
 from tests.factories import ChannelAccountFactory, PurposeFactory
-from tests.messaging.helpers import reachable_contact, receive_text, sendable_version
+from tests.messaging.helpers import (
+    exported_event,
+    reachable_contact,
+    receive_text,
+    sendable_version,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -274,16 +279,7 @@ def test_a_rewritten_and_rehashed_chain_fails_on_its_head(dialogs, auditor, tmp_
         if row["sequence"] == 1:
             row["actor_label"] = "someone else"
         row["previous_hash"] = previous or row["previous_hash"]
-        stand_in = exports_module._ExportedEvent(
-            conversation_id=row["conversation"],
-            sequence=row["sequence"],
-            kind=row["kind"],
-            message_id=row["message"],
-            actor_label=row["actor_label"],
-            data=row["data"],
-            occurred_at=exports_module.dt.datetime.fromisoformat(row["occurred_at"]),
-            recorded_at=exports_module.dt.datetime.fromisoformat(row["recorded_at"]),
-        )
+        stand_in = exported_event(row)
         row["hash"] = chain_hash(row["previous_hash"], ConversationEvent.chain_payload(stand_in))
         previous = row["hash"]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")

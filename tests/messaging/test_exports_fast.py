@@ -14,7 +14,7 @@ from messaging.services import exports as exports_module
 from messaging.services.exports import conversations_export, export_verify
 from messaging.services.ledger import content_hash
 from tests.factories import ChannelAccountFactory
-from tests.messaging.helpers import reachable_contact, receive_text
+from tests.messaging.helpers import exported_event, reachable_contact, receive_text
 
 pytestmark = pytest.mark.django_db
 
@@ -105,16 +105,7 @@ def _sealed_export(directory, variables, spelled_variables=None):
         "recorded_at": at,
         "previous_hash": GENESIS_HASH,
     }
-    stand_in = exports_module._ExportedEvent(
-        conversation_id=7,
-        sequence=1,
-        kind="message_in",
-        message_id=70,
-        actor_label="",
-        data=event["data"],
-        occurred_at=dt.datetime.fromisoformat(at),
-        recorded_at=dt.datetime.fromisoformat(at),
-    )
+    stand_in = exported_event(event)
     event["hash"] = chain_hash(GENESIS_HASH, ConversationEvent.chain_payload(stand_in))
     message = json.dumps(
         {
@@ -211,16 +202,7 @@ def test_the_fast_payload_is_the_models_chain_payload(team, tmp_path):
     directory, _manifest = _exported(team, tmp_path)
     for line in (directory / "events.jsonl").read_text().split("\n")[:-1]:
         event = json.loads(line)
-        stand_in = exports_module._ExportedEvent(
-            conversation_id=event["conversation"],
-            sequence=event["sequence"],
-            kind=event["kind"],
-            message_id=event["message"],
-            actor_label=event["actor_label"],
-            data=event["data"],
-            occurred_at=dt.datetime.fromisoformat(event["occurred_at"]),
-            recorded_at=dt.datetime.fromisoformat(event["recorded_at"]),
-        )
+        stand_in = exported_event(event)
         assert exports_module._fast_payload(event["conversation"], event) == (
             ConversationEvent.chain_payload(stand_in)
         )
