@@ -117,6 +117,32 @@ def assert_each_recipient_got_exactly_one_message(campaign, stub) -> None:
     assert requests_per_key(stub) == {str(key): 1 for key in keys}
 
 
+@pytest.fixture
+def slow_message_inserts():
+    """Each message insert sleeps 0.2 s in PostgreSQL (a slow disk, say), so the worker's batch
+    is reliably caught between its first insert and its commit: without it a fast batch can
+    commit between two polls of pg_stat_activity."""
+
+    def slow_down() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE FUNCTION test_slow_insert() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$"
+            )
+            cursor.execute(
+                "CREATE TRIGGER test_slow_insert AFTER INSERT ON messaging_message "
+                "FOR EACH ROW EXECUTE FUNCTION test_slow_insert()"
+            )
+
+    def restore() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER IF EXISTS test_slow_insert ON messaging_message")
+            cursor.execute("DROP FUNCTION IF EXISTS test_slow_insert()")
+
+    yield slow_down, restore
+    restore()
+
+
 def terminate_a_batch_in_progress() -> int:
     """pg_terminate_backend on the worker's connection once it has inserted messages in a
     transaction that has not committed yet, i.e. in the middle of campaign_send_batch."""
@@ -135,8 +161,9 @@ def terminate_a_batch_in_progress() -> int:
 
 
 def test_database_connection_dropped_mid_batch_loses_and_duplicates_nothing(
-    account, purpose, broker, stub, worker, publishing
+    account, purpose, broker, stub, worker, publishing, slow_message_inserts
 ):
+    slow_down, restore = slow_message_inserts
     answer(stub, RECIPIENTS)
     campaign = campaign_launch(campaign=sms_campaign(account, purpose), actor=None)
     # A first batch commits before the fault: its messages are accepted and queued.
@@ -144,6 +171,7 @@ def test_database_connection_dropped_mid_batch_loses_and_duplicates_nothing(
     assert accepted.pending == RECIPIENTS - FIRST_BATCH
 
     # The worker picks up the launch's batch task: all other recipients in one batch.
+    slow_down()
     worker.start()
     killed = wait_for(
         terminate_a_batch_in_progress,
@@ -152,6 +180,7 @@ def test_database_connection_dropped_mid_batch_loses_and_duplicates_nothing(
         what="the worker's campaign batch to be inserting messages",
         explain=worker.tail,
     )
+    restore()  # the retry runs at full speed
     # The task fails with OperationalError and Celery retries it on a new connection.
     worker.wait_for_log("terminating connection due to administrator command")
     wait_until_sent(campaign, RECIPIENTS, worker)
