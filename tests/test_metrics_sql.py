@@ -11,6 +11,7 @@ import re
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from messaging import metrics
@@ -29,6 +30,7 @@ from messaging.services.conversations import (
     conversation_hand_off,
 )
 from tests.consent.helpers import withdraw_consent
+from tests.db_plans import plan
 from tests.factories import ChannelAccountFactory, ContactFactory, PurposeFactory
 from tests.messaging import test_metrics as metrics_tests
 
@@ -296,3 +298,26 @@ def test_figures_statement_runs_without_jit(world):
     with transaction.atomic():
         metrics.message_figures(world.query, ("team",))
         assert _show("jit") == "off"
+
+
+@pytest.mark.postgres
+def test_human_responses_read_only_handed_off_conversations(hand_offs):
+    """The figures statement and the hand-off figures find the handed-off conversations in
+    their own partial index, without reading every conversation (of the team) for them."""
+    with CaptureQueriesContext(connection) as captured:
+        metrics.conversation_metrics(hand_offs, group_by="team")
+    [medians] = [query["sql"] for query in captured if "percentile_cont" in query["sql"]]
+
+    with transaction.atomic():
+        responses = plan(medians, [])
+    with transaction.atomic(), connection.cursor() as cursor:
+        # At scale the conversations are hashed once, not looked up per message (a tiny table
+        # is looked up): the hash is built from the partial index.
+        cursor.execute("SET LOCAL enable_nestloop = off")
+        figures = plan(*metrics._outcomes_sql_postgresql(hand_offs, ("team",)))
+
+    # The conversations are read once, as v, for the hand-offs' response times.
+    assert "Bitmap Index Scan on msg_conv_handed_off" in figures
+    assert "Bitmap Heap Scan on messaging_conversation v" in figures
+    assert "msg_conv_handed_off" in responses
+    assert "messaging_conversation_team_id" not in responses

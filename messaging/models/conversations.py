@@ -114,6 +114,13 @@ class Conversation(TimeStampedModel):
                 name="msg_conv_response_due",
             ),
             models.Index(fields=["assigned_to", "status"], name="msg_conv_agent_load"),
+            # Metrics: the few handed-off conversations (human response times, hand-offs per
+            # period) without reading every conversation of a team, or of all teams.
+            models.Index(
+                fields=["team", "handed_off_at"],
+                condition=Q(handed_off_at__isnull=False),
+                name="msg_conv_handed_off",
+            ),
         ]
 
     def __str__(self) -> str:

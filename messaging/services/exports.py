@@ -623,14 +623,45 @@ def _write_events(
         return _write_rows(rows, EVENT_COLUMNS, writer, progress, heads)
     count = _write_rows(rows, EVENT_COLUMNS, writer, progress)
     # The database wrote the rows; each conversation's last event comes from its index.
-    last_events = (
-        events.order_by("conversation_id", "-sequence")
-        .distinct("conversation_id")
-        .values_list("conversation_id", "sequence", "hash")
-    )
-    for conversation, sequence, digest in last_events.iterator(chunk_size=CHUNK_SIZE):
+    for conversation, sequence, digest in _chain_heads(selection):
         heads.add(conversation, sequence, digest)
     return count
+
+
+def _chain_heads_sql(selection: _Selection) -> tuple[str, Sequence[Any]]:
+    """A query for each selected conversation's last event (conversation, sequence, hash), by
+    conversation, for those that have events (PostgreSQL); its parameters.
+
+    One backward step of the (conversation, sequence) index per conversation. DISTINCT ON over
+    the events sorted every event of the export again (400,000 at 200,000 messages, on disk
+    past work_mem): about 0.4 CPU-seconds there against 0.1, after the events' lines, when
+    nothing else is left to run beside it.
+    """
+    conversations, params = (
+        Conversation.objects.filter(pk__in=selection.conversation_ids())
+        .order_by()
+        .values("pk")
+        .query.sql_with_params()
+    )
+    event = ConversationEvent._meta.db_table
+    statement = (
+        f"SELECT c.id, head.sequence, head.hash FROM ({conversations}) AS c (id) "  # noqa: S608 - ORM SQL and a table name, values are params
+        f"CROSS JOIN LATERAL (SELECT e.sequence, e.hash FROM {event} e "
+        "WHERE e.conversation_id = c.id ORDER BY e.sequence DESC LIMIT 1) AS head ORDER BY c.id"
+    )
+    return statement, params
+
+
+def _chain_heads(selection: _Selection) -> Iterator[tuple[int, int, str]]:
+    """The rows of _chain_heads_sql, read CHUNK_SIZE at a time from a server-side cursor."""
+    try:
+        statement, params = _chain_heads_sql(selection)
+    except EmptyResultSet:  # a filter that cannot match, e.g. no team in scope
+        return
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(statement, params)
+        while rows := cursor.fetchmany(CHUNK_SIZE):
+            yield from rows
 
 
 def _in_snapshot(snapshot: str, write: Callable[[], int]) -> int:

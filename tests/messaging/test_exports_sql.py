@@ -2,15 +2,18 @@
 spelling (csv_safe + csv.writer, json's escapes), and the shape that keeps it cheap."""
 
 import csv
+import datetime as dt
 import io
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.utils import timezone
 
 from crm.exports import csv_safe
 from messaging.models import ConversationEvent
 from messaging.services import exports as exports_module
 from messaging.services.exports import conversations_export
+from tests.db_plans import plan
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
@@ -131,3 +134,61 @@ def test_both_tables_are_read_without_parallel_workers(team, tmp_path, monkeypat
     assert entered == ["lines", "lines"]  # messages and events
     assert _parallel_workers() == "3"
     assert exports_module.export_verify(tmp_path / "x").ok
+
+
+def _distinct_on_heads(selection):
+    """Each selected conversation's last event, as DISTINCT ON over the events gives it."""
+    return list(
+        ConversationEvent.objects.filter(conversation_id__in=selection.conversation_ids())
+        .order_by("conversation_id", "-sequence")
+        .distinct("conversation_id")
+        .values_list("conversation_id", "sequence", "hash")
+    )
+
+
+@pytest.fixture
+def three_conversations(team):
+    """In `team`: two conversations with several messages (three and two) and one without
+    any event; in another team, one conversation that the team's export leaves out."""
+    from messaging.services import conversation_for
+    from tests.factories import ChannelAccountFactory, TeamFactory
+    from tests.messaging.helpers import reachable_contact, receive_text
+
+    account = ChannelAccountFactory(team=team)
+    first, second = reachable_contact(team), reachable_contact(team)
+    for contact in (first, second, first, second, first):
+        receive_text(account, contact)
+    with transaction.atomic():
+        conversation_for(contact=reachable_contact(team), account=account)
+    other = TeamFactory()
+    receive_text(ChannelAccountFactory(team=other), reachable_contact(other))
+    return team
+
+
+@pytest.mark.parametrize("period", [False, True])
+def test_chain_heads_are_each_conversations_last_event_once(three_conversations, period):
+    """With a period the conversations come from their messages (several per conversation):
+    each head still appears once, in conversation order, and one without events has none."""
+    since = timezone.now() - dt.timedelta(days=1) if period else None
+    selection = exports_module._Selection([three_conversations.pk], None, since, None)
+
+    heads = list(exports_module._chain_heads(selection))
+
+    assert heads == _distinct_on_heads(selection)
+    assert [sequence for _conversation, sequence, _hash in heads] == [3, 2]
+
+
+def test_chain_heads_step_back_once_per_conversation_on_the_sequence_index(three_conversations):
+    selection = exports_module._Selection([three_conversations.pk], None, None, None)
+
+    with transaction.atomic():
+        shown = plan(*exports_module._chain_heads_sql(selection))
+
+    assert "Index Scan Backward using messaging_conversationevent_unique_seq" in shown
+    assert "Unique" not in shown
+
+
+def test_no_chain_heads_without_teams():
+    selection = exports_module._Selection([], None, None, None)
+
+    assert list(exports_module._chain_heads(selection)) == []
