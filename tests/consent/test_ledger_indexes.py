@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from consent.models import ConsentAction, ConsentEvent, ConsentEvidence, ConsentSource
-from consent.services import ConsentChange, Evidence, consent_record_many
+from consent.services import ConsentChange, Evidence, consent_record_many, ledger
 from tests.db_plans import index_names, plan, postgres_only
 from tests.factories import ContactFactory, PurposeFactory
 
@@ -135,3 +135,33 @@ def test_ids_are_reserved_with_the_sequence_looked_up_once(team):
     assert len(reserving) == 2  # evidence and events
     for sql in reserving:
         assert "nextval((SELECT pg_get_serial_sequence(" in sql
+
+
+@postgres_only
+def test_chain_heads_are_one_backward_probe_of_the_sequence_index_per_contact():
+    # Written so that the plan does not depend on statistics: on a ledger grown since it was
+    # last analyzed, the general form read the whole table for every chunk.
+    sql = ledger._CHAIN_HEADS.format(events="consent_consentevent")
+    with transaction.atomic():
+        heads = plan(sql, [[1, 2, 3]])
+    assert "Backward using consent_consentevent_unique_sequence" in heads
+    assert "Limit" in heads
+
+
+@postgres_only
+def test_the_deciding_events_of_the_projection_are_read_by_primary_key(team):
+    purpose = PurposeFactory(team=team, allowed_channels=["sms"])
+    contact = ContactFactory(team=team)
+    consent_record_many(_changes([contact], purpose, per_contact=1))
+
+    statements = _statements(_changes([contact], purpose, per_contact=1))
+
+    reading_events = [
+        sql
+        for sql in statements
+        if sql.startswith('SELECT "consent_consentevent"."id"') and "occurred_at" in sql
+    ]
+    assert len(reading_events) == 1
+    assert "JOIN" not in reading_events[0]
+    with transaction.atomic():
+        assert "consent_consentevent_pkey" in plan(reading_events[0], [])
