@@ -254,10 +254,12 @@ class AssignTeamForm(forms.Form):
 
 
 class ContactChangeList(LargeChangeList):
-    """The page's addresses and tags (email, phone and tags columns) in two queries."""
+    """The page's addresses and tags (email, phone and tags columns) come with the page."""
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
+        # Only the page's query: the count and the actions' selection go without them.
+        self.result_list = selectors.contacts_with_listing(self.result_list)
         # list() fills the queryset's result cache: the page renders these very instances.
         selectors.contacts_load_listing(list(self.result_list))
 

@@ -123,6 +123,14 @@ class ContactViewSet(
             return None
         return window(self.request)
 
+    def paginate_queryset(self, queryset: QuerySet[Contact]) -> list[Contact] | None:
+        # A cursor page's addresses and tags come with it (ContactListSerializer then has
+        # nothing left to load). Not with offset paging, which would compute them for every
+        # row it skips.
+        if getattr(self.paginator, "page_window", None) is not None:
+            queryset = selectors.contacts_with_listing(queryset)
+        return super().paginate_queryset(queryset)
+
     def perform_create(self, serializer: serializers.BaseSerializer) -> None:
         data = dict(serializer.validated_data)
         points = [(point["channel"], point["address"]) for point in data.pop("points", [])]
