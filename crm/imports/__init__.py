@@ -2,19 +2,20 @@
 
 The engine streams the file (files.py) and works in batches of BATCH_SIZE rows. Each row is
 validated and normalised without queries (columns.py). Each batch costs a fixed number of
-queries whatever its size (engine.py): one lookup per key kind (external ids, addresses), each
-sending its keys as one array parameter on PostgreSQL (lookups.py), bulk inserts and updates,
-history rows in bulk (bulk_create sends no signals), tag links and rejections in bulk, and one
-progress update. Matched contacts are loaded without Model.__init__ and without their
-timestamps (writes.load), and the garbage collector runs less often during a run. New
-contacts and contact points go in with COPY on PostgreSQL, their history rows copied from them
-by the database, and with simple-history's bulk_create_with_history elsewhere (writes.py);
-phone numbers in the usual spellings skip phonenumbers.parse (phones.py), with the same
-results. A batch is one transaction that also moves `processed_rows`, so a crashed import
-keeps its finished batches and a re-run resumes right after them (services.py). Rows are matched on
-external id, then e-mail, then phone number; updates only fill in what a row provides, so
-importing a file twice changes nothing the second time. hooks.py is the extension point for
-per-row extras such as consent evidence.
+queries whatever its size (engine.py): one lookup of the owners of its keys (external ids,
+addresses; one UNION ALL arm per kind), each sending its keys as one array parameter on
+PostgreSQL (lookups.py), bulk inserts and updates, history rows in bulk (bulk_create sends no
+signals), tag links and rejections in bulk, and one progress update. Matched contacts are
+loaded without Model.__init__ and without their timestamps (writes.load), and the garbage
+collector runs less often during a run. New contacts and contact points go in with COPY on
+PostgreSQL, their history rows copied from them by the database, and with simple-history's
+bulk_create_with_history elsewhere (writes.py); phone numbers in the usual spellings skip
+phonenumbers.parse (phones.py), with the same results. A batch is one transaction that also
+moves `processed_rows`, so a crashed import keeps its finished batches and a re-run resumes
+right after them (services.py). While a batch is written, a thread reads and parses the next
+one (pipeline.py). Rows are matched on external id, then e-mail, then phone number; updates
+only fill in what a row provides, so importing a file twice changes nothing the second time.
+hooks.py is the extension point for per-row extras such as consent evidence.
 
 Callers import the public API from here.
 """

@@ -146,6 +146,13 @@ _MATCHED_FIELDS: Final = [
 ]
 
 
+# The channels as plain strings for the per-row loops: reading a member of a choices enum off
+# its class costs more than the comparison it is used in.
+_EMAIL: Final = str(Channel.EMAIL.value)
+_PHONES: Final = frozenset(str(channel.value) for channel in PHONE_CHANNELS)
+_PHONE_ORDER: Final = tuple(str(channel.value) for channel in PHONE_CHANNELS)
+
+
 # What a row matched a contact by: (external id or address, whether it is the external id).
 # A plain tuple per match; only the keys of rows in conflict are described (translated).
 _Key = tuple[str, bool]
@@ -165,19 +172,12 @@ class _Matcher:
     def __init__(self, team: Team, tags: TeamTags, rows: list[ImportRow], *, lock: bool) -> None:
         self.team = team
         external_ids = {row.fields["external_id"] for row in rows if "external_id" in row.fields}
-        emails = {a for row in rows for c, a in row.points if c == Channel.EMAIL}
-        phones = {a for row in rows for c, a in row.points if c in PHONE_CHANNELS}
-        owner_ids: set[int] = set()
-        # Sets only from here on: .order_by() spares the database the models' default order.
-        if external_ids:
-            owner_ids |= set(
-                Contact.objects.filter(any_of("external_id", external_ids), team=team)
-                .order_by()
-                .values_list("id", flat=True)
-            )
-        # One SELECT per address kind, joined by UNION ALL, not one OR-ed WHERE: PostgreSQL
-        # re-checks an OR against every row found, comparing each with the whole array of
-        # addresses (thousands times thousands comparisons); each arm alone is an index condition.
+        emails = {a for row in rows for c, a in row.points if c == _EMAIL}
+        phones = {a for row in rows for c, a in row.points if c in _PHONES}
+        # One SELECT per key kind, joined by UNION ALL into one query, not one OR-ed WHERE:
+        # PostgreSQL re-checks an OR against every row found, comparing each with the whole
+        # array of keys (thousands times thousands comparisons); each arm alone is an index
+        # condition. Sets only from here on: .order_by() spares the models' default order.
         owners_by_kind = [
             ContactPoint.objects.filter(any_of("address", addresses), team=team, channel__in=kinds)
             .order_by()
@@ -185,8 +185,15 @@ class _Matcher:
             for kinds, addresses in (([Channel.EMAIL], emails), (PHONE_CHANNELS, phones))
             if addresses
         ]
+        if external_ids:
+            owners_by_kind.append(
+                Contact.objects.filter(any_of("external_id", external_ids), team=team)
+                .order_by()
+                .values_list("id", flat=True)
+            )
+        owner_ids: set[int] = set()
         if owners_by_kind:
-            owner_ids |= set(owners_by_kind[0].union(*owners_by_kind[1:], all=True))
+            owner_ids = set(owners_by_kind[0].union(*owners_by_kind[1:], all=True))
         self.by_external_id: dict[str, Target] = {}
         self.by_address: dict[tuple[str, str], Target] = {}
         if not owner_ids:
@@ -227,19 +234,23 @@ class _Matcher:
         external_id = row.fields.get("external_id")
         if external_id and external_id in self.by_external_id:
             found.append(((external_id, True), self.by_external_id[external_id]))
-        for channel, address in sorted(row.points, key=_email_first):
-            candidates = [(channel, address)]
-            if channel in PHONE_CHANNELS:
-                candidates = [(c, address) for c in PHONE_CHANNELS]
-            for candidate in candidates:
-                if candidate in self.by_address:
-                    found.append(((address, False), self.by_address[candidate]))
-                    break
+        by_address = self.by_address
+        # E-mail addresses first, then the others, each in the row's order.
+        for emails_now in (True, False):
+            for channel, address in row.points:
+                if (channel == _EMAIL) is not emails_now:
+                    continue
+                # A phone number is the same key on any phone channel.
+                if channel in _PHONES:
+                    candidates = [(c, address) for c in _PHONE_ORDER]
+                else:
+                    candidates = [(channel, address)]
+                for candidate in candidates:
+                    target = by_address.get(candidate)
+                    if target is not None:
+                        found.append(((address, False), target))
+                        break
         return found
-
-
-def _email_first(point: tuple[str, str]) -> bool:
-    return point[0] != Channel.EMAIL
 
 
 def _conflict(row: ImportRow, matches: list[tuple[_Key, Target]]) -> str:
@@ -302,8 +313,10 @@ def plan_batch(team: Team, tags: TeamTags, rows: list[ImportRow], *, lock: bool)
             if result.reason:
                 target = None
             elif target is not None:
-                _apply_row(target, row)
-                matcher.register(target)
+                # A row that changes nothing adds nothing to apply or to register.
+                if result.changes or target.is_new:
+                    _apply_row(target, row)
+                    matcher.register(target)
                 if not target.is_new and id(target) not in seen:
                     seen.add(id(target))
                     plan.touched.append(target)

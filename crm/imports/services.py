@@ -25,10 +25,11 @@ from crm import selectors
 from crm.errors import DomainError, PermissionRefused
 from crm.exports import csv_safe
 from crm.imports import engine, hooks
-from crm.imports.columns import ColumnMap, parse_row, resolve_columns
+from crm.imports.columns import ColumnMap, ImportRow, parse_row, resolve_columns
 from crm.imports.engine import CREATED, REJECTED, UNCHANGED, UPDATED, RowResult, TeamTags
 from crm.imports.errors import ImportFileInvalid, ImportTransitionRefused
 from crm.imports.files import Source, as_binary, file_extension, open_import_file, open_source
+from crm.imports.pipeline import parsed_batches
 from crm.models import (
     IMPORT_TRANSITIONS,
     Contact,
@@ -216,46 +217,59 @@ def _run_batches(
     growth = GrowthAnalyzer(Contact, ContactPoint, Contact.tags.through)
     # A re-run resumes after the rows whose batches were committed.
     rows = itertools.islice(source.rows, contact_import.processed_rows, None)
-    while chunk := list(itertools.islice(rows, batch_size)):
-        parsed = [parse_row(line, cells, columns) for line, cells in chunk]
-        with transaction.atomic():
-            locked = ContactImport.objects.select_for_update().get(pk=contact_import.pk)
-            if (
-                locked.status != ImportStatus.RUNNING
-                or locked.processed_rows != contact_import.processed_rows
-            ):
-                raise _Superseded
-            prefer_index_probes()
-            plan = engine.plan_batch(team, tags, parsed, lock=True)
-            written = engine.apply_plan(locked, tags, plan, actor)
-            warnings = hooks.run_hooks(locked, engine.accepted_rows(plan))
-            if warnings:
-                raws = {row.line: row.raw for row, _result, _target in plan.results}
-                ImportRejection.objects.bulk_create(
-                    ImportRejection(
-                        contact_import=locked,
-                        line_number=line,
-                        reason=message[:500],
-                        raw=raws.get(line, {}),
-                        is_warning=True,
-                    )
-                    for line, message in warnings
+    with parsed_batches(rows, columns, batch_size) as batches:
+        for parsed in batches:
+            _run_batch(contact_import, parsed, tags, growth, actor=actor)
+            if progress is not None:
+                progress(contact_import)
+
+
+def _run_batch(
+    contact_import: ContactImport,
+    parsed: list[ImportRow],
+    tags: TeamTags,
+    growth: GrowthAnalyzer,
+    *,
+    actor: AbstractBaseUser | None,
+) -> None:
+    """Match, write and count one batch in one transaction (with its progress counters)."""
+    team = contact_import.team
+    with transaction.atomic():
+        locked = ContactImport.objects.select_for_update().get(pk=contact_import.pk)
+        if (
+            locked.status != ImportStatus.RUNNING
+            or locked.processed_rows != contact_import.processed_rows
+        ):
+            raise _Superseded
+        prefer_index_probes()
+        plan = engine.plan_batch(team, tags, parsed, lock=True)
+        written = engine.apply_plan(locked, tags, plan, actor)
+        warnings = hooks.run_hooks(locked, engine.accepted_rows(plan))
+        if warnings:
+            raws = {row.line: row.raw for row, _result, _target in plan.results}
+            ImportRejection.objects.bulk_create(
+                ImportRejection(
+                    contact_import=locked,
+                    line_number=line,
+                    reason=message[:500],
+                    raw=raws.get(line, {}),
+                    is_warning=True,
                 )
-                locked.warning_count += len({line for line, _message in warnings})
-            outcomes = [result.outcome for _row, result, _target in plan.results]
-            locked.processed_rows += len(parsed)
-            locked.created_count += outcomes.count(CREATED)
-            locked.updated_count += outcomes.count(UPDATED)
-            locked.unchanged_count += outcomes.count(UNCHANGED)
-            locked.rejected_count += outcomes.count(REJECTED)
-            locked.save(update_fields=[*_COUNTERS, "warning_count", "updated_at"])
-        for name in (*_COUNTERS, "warning_count"):
-            setattr(contact_import, name, getattr(locked, name))
-        # The next batches' lookups are planned for the tables as they have grown by now.
-        growth.added(written)
-        growth.analyze_grown()
-        if progress is not None:
-            progress(contact_import)
+                for line, message in warnings
+            )
+            locked.warning_count += len({line for line, _message in warnings})
+        outcomes = [result.outcome for _row, result, _target in plan.results]
+        locked.processed_rows += len(parsed)
+        locked.created_count += outcomes.count(CREATED)
+        locked.updated_count += outcomes.count(UPDATED)
+        locked.unchanged_count += outcomes.count(UNCHANGED)
+        locked.rejected_count += outcomes.count(REJECTED)
+        locked.save(update_fields=[*_COUNTERS, "warning_count", "updated_at"])
+    for name in (*_COUNTERS, "warning_count"):
+        setattr(contact_import, name, getattr(locked, name))
+    # The next batches' lookups are planned for the tables as they have grown by now.
+    growth.added(written)
+    growth.analyze_grown()
 
 
 _COUNTERS: Final = (

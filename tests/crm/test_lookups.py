@@ -60,3 +60,11 @@ def test_any_of_finds_exactly_the_rows_named(team):
     ContactFactory(team=team, external_id="K2")
     assert list(Contact.objects.filter(any_of("external_id", {'K"1\\,', "K9"}))) == [named]
     assert list(Contact.objects.filter(any_of("id", [named.pk]))) == [named]
+
+
+def test_one_value_holding_nul_is_not_split_into_two():
+    """The values are escaped as one text joined by NUL; a NUL of their own must stay in its
+    value (PostgreSQL then refuses it, as it refuses any text holding NUL)."""
+    assert array_literal(["a\x00b", 'c"']) == '{"a\x00b","c\\""}'
+    assert array_literal(["a", "b"]) == '{"a","b"}'
+    assert array_literal(["", ""]) == '{"",""}'

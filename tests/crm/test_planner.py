@@ -62,15 +62,19 @@ def test_elsewhere_nothing_is_analyzed(monkeypatch):
 @postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_probes_are_priced_as_reads_from_memory_for_the_transaction_only():
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW random_page_cost")
-        default = cursor.fetchone()[0]
-        with transaction.atomic():
-            planner.prefer_index_probes()
-            cursor.execute("SHOW random_page_cost")
-            assert cursor.fetchone()[0] == "1.1"
-        cursor.execute("SHOW random_page_cost")
-        assert cursor.fetchone()[0] == default
+    settings = ("random_page_cost", "max_parallel_workers_per_gather")
+
+    def current():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting(%s), current_setting(%s)", settings)
+            return cursor.fetchone()
+
+    default = current()
+    assert default[1] != "0"
+    with transaction.atomic():
+        planner.prefer_index_probes()
+        assert current() == ("1.1", "0")
+    assert current() == default
 
 
 @postgres_only
