@@ -34,6 +34,7 @@ from crm.addresses import normalise_address
 from crm.errors import DomainError
 from crm.hashing import address_hash
 from crm.models import Channel, Contact, ContactPoint, Language, Salutation, Segment, Tag, Team
+from crm.search import search_document
 from crm.services import (
     roles_sync,
     segment_create,
@@ -465,6 +466,14 @@ class _ContactGenerator:
 
 def _people_save(team: Team, people: list[_Person]) -> None:
     """Bulk insert with history rows (plain bulk_create would leave no history)."""
+    for person in people:
+        contact = person.contact
+        contact.search_document = search_document(
+            contact.first_name,
+            contact.last_name,
+            contact.organisation,
+            [address for _channel, address in person.points],
+        )
     contacts = bulk_create_with_history(
         [person.contact for person in people], Contact, default_change_reason=CHANGE_REASON
     )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import zoneinfo
+from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -12,6 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
 from crm.hashing import address_hash
+from crm.search import SEARCHED_FIELDS, search_document
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -145,6 +147,26 @@ class ContactQuerySet(models.QuerySet["Contact"]):
             Exists(ContactPoint.objects.filter(contact=OuterRef("pk"), channel=channel))
         )
 
+    def search_documents_refresh(self) -> None:
+        """Rebuild these contacts' search documents from what the database holds now (for
+        writers that change addresses or names without save(): queryset updates)."""
+        addresses: dict[int, list[str]] = defaultdict(list)
+        for contact_id, address in (
+            ContactPoint.objects.filter(contact__in=self.values("pk"))
+            .order_by()
+            .values_list("contact_id", "address")
+        ):
+            addresses[contact_id].append(address)
+        changed = []
+        for contact in self.order_by().only(*SEARCHED_FIELDS, "search_document"):
+            document = search_document(
+                contact.first_name, contact.last_name, contact.organisation, addresses[contact.pk]
+            )
+            if document != contact.search_document:
+                contact.search_document = document
+                changed.append(contact)
+        self.model.objects.bulk_update(changed, ["search_document"])
+
 
 class Contact(TimeStampedModel):
     # No index of its own: every contact index starts with the team (see Meta.indexes).
@@ -184,6 +206,8 @@ class Contact(TimeStampedModel):
     is_restricted = models.BooleanField(_("processing restricted"), default=False, editable=False)
     # Set when personal data was pseudonymised on request (Art. 17); the row stays as proof.
     erased_at = models.DateTimeField(_("erased at"), null=True, blank=True, editable=False)
+    # Names, organisation and addresses in one text for the contact search (crm.search).
+    search_document = models.TextField(default="", blank=True, editable=False)
 
     # History rows are read by the contact's id only; every other index would be paid by each
     # imported contact and never used. Nor does the database check the acting user of each
@@ -191,7 +215,8 @@ class Contact(TimeStampedModel):
     # checked again at commit. Deleting a user still empties its rows' user (Django applies
     # on_delete=SET_NULL itself).
     history = HistoricalRecords(
-        excluded_fields=["updated_at"],
+        # The search document repeats fields (and addresses) that history already keeps.
+        excluded_fields=["updated_at", "search_document"],
         no_db_index=["created_at", "team"],
         user_db_constraint=False,
     )
@@ -220,6 +245,23 @@ class Contact(TimeStampedModel):
     def __str__(self) -> str:
         name = " ".join(part for part in (self.first_name, self.last_name) if part)
         return name or self.external_id or f"#{self.pk}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or not SEARCHED_FIELDS.isdisjoint(update_fields):
+            addresses = (
+                []
+                if self._state.adding
+                else ContactPoint.objects.filter(contact_id=self.pk).values_list(
+                    "address", flat=True
+                )
+            )
+            self.search_document = search_document(
+                self.first_name, self.last_name, self.organisation, addresses
+            )
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, "search_document"}
+        super().save(*args, **kwargs)
 
     @property
     def full_name(self) -> str:
@@ -297,6 +339,12 @@ class ContactPoint(TimeStampedModel):
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.address_hash = address_hash(self.address)
         super().save(*args, **kwargs)
+        Contact.objects.filter(pk=self.contact_id).search_documents_refresh()
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        deleted = super().delete(*args, **kwargs)
+        Contact.objects.filter(pk=self.contact_id).search_documents_refresh()
+        return deleted
 
 
 class Segment(TimeStampedModel):

@@ -228,6 +228,7 @@ def contact_pseudonymise(
     _scrub_change_reasons(Contact.history.filter(id=contact.pk), terms)
 
     _pseudonymise_points(contact)
+    Contact.objects.filter(pk=contact.pk).search_documents_refresh()
     _scrub_change_reasons(ContactPoint.history.filter(contact_id=contact.pk), terms)
     _scrub_admin_log(contact, terms)
     _scrub_import_rejections(contact, terms, [address for _channel, address in addresses])

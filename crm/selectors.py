@@ -12,7 +12,6 @@ from django.contrib.contenttypes.models import ContentType
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connections
 from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, QuerySet
-from django.db.models.expressions import RawSQL
 from django.db.models.functions import JSONObject
 from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import get_users_with_perms
@@ -30,7 +29,7 @@ from crm.models import (
 from crm.segments import rules_to_q, validate_rules
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Iterable, Sequence
 
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
@@ -249,107 +248,33 @@ def contacts_with_tag(queryset: QuerySet[Contact], tag_id: int) -> QuerySet[Cont
     return queryset.filter(Exists(tagged.filter(contact_id=OuterRef("pk"))))
 
 
-def contacts_matching(
-    queryset: QuerySet[Contact],
-    terms: Iterable[str],
-    *,
-    window: Callable[[QuerySet[Contact]], QuerySet[Contact]] | None = None,
-) -> QuerySet[Contact]:
-    """Contacts of `queryset` whose name, organisation or address contains one of `terms`, or
-    whose external id is one of them.
+def contacts_matching(queryset: QuerySet[Contact], terms: Iterable[str]) -> QuerySet[Contact]:
+    """Contacts of `queryset` whose name, organisation or address contains one of `terms`
+    (their search document, crm.search), or whose external id is one of them.
 
-    The matches are collected as one id set (contact columns UNION addresses) instead of an OR
-    with a correlated EXISTS: each part can use its trigram index (migration 0006, PostgreSQL),
-    so a rare term does not walk every contact of the team before the page is full.
-
-    `window` is what the caller's paging will do to the result (the cursor's ordering,
-    position and row limit, crm.api.pagination.DefaultCursorPagination.page_window), and
-    `queryset` must then carry every other condition of the list. On PostgreSQL each part is
-    then narrowed by it on its own, so a search costs about one page, not every match (see
-    _contacts_matching_window). Without it (the admin, which counts every match, or SQLite)
-    the whole id set is collected.
+    One condition per contact: on PostgreSQL a rare term is found by the document's trigram
+    index (crm migration 0008) and the matches sorted; for a common one the list is walked in
+    its own order and a page is full after a few hundred contacts, each decided by one LIKE.
     """
     terms = [term.strip() for term in terms if term.strip()]
     if not terms:
         return queryset
-    by_contact, by_address = Q(), Q()
+    matching = Q()
     for term in terms:
-        by_contact |= (
-            Q(first_name__icontains=term)
-            | Q(last_name__icontains=term)
-            | Q(organisation__icontains=term)
-            | Q(external_id=term)
-        )
-        by_address |= Q(address__icontains=term.lower())
-    vendor = connections[queryset.db].vendor
-    if window is not None and vendor == "postgresql":
-        return _contacts_matching_window(queryset, by_contact, by_address, window)
-    # The team scope of `queryset` lets the external id use the (team, external_id) index.
-    contact_ids = queryset.order_by().filter(by_contact).values("pk")
-    address_contact_ids = ContactPoint.objects.filter(by_address).order_by().values("contact_id")
-    matches = contact_ids.union(address_contact_ids)
-    if vendor == "postgresql":
-        # Collected into an array first (an init plan), then fetched by primary key: given the
-        # id set as a subquery, the planner expects tens of thousands of ids for a common
-        # name and hash-joins them against a sequential scan of every contact instead.
-        sql, params = matches.query.sql_with_params()
-        # The SQL is Django's own compiled query with its parameters kept apart.
-        unnested = RawSQL(f"SELECT unnest(ARRAY({sql}))", params)  # noqa: S611
-        return queryset.filter(pk__in=unnested)
-    return queryset.filter(pk__in=matches)
+        matching |= Q(search_document__icontains=term) | Q(external_id=term)
+    return queryset.filter(matching)
 
 
-# From this many matching addresses on, a search term counts as common (see below).
-COMMON_ADDRESS_MATCHES = 1000
-_FEW_ADDRESS_IDS = "(SELECT ids FROM search_few_addresses)"
+def points_with_address_containing(
+    queryset: QuerySet[ContactPoint], text: str
+) -> QuerySet[ContactPoint]:
+    """Addresses of `queryset` containing `text`.
 
-
-def _contacts_matching_window(
-    queryset: QuerySet[Contact],
-    by_contact: Q,
-    by_address: Q,
-    window: Callable[[QuerySet[Contact]], QuerySet[Contact]],
-) -> QuerySet[Contact]:
-    """contacts_matching for one page (PostgreSQL): one statement whose plan depends on
-    whether the term is common, decided inside it by a bounded look at the address matches.
-
-    First the contacts of up to COMMON_ADDRESS_MATCHES matching addresses are read into an
-    array, once (a materialised CTE). Fewer than that, the term is rare: the contact columns
-    and those contacts are two parts, each narrowed by the window on its own; the planner
-    fetches the matches by trigram index or by id and sorts them (or walks the contact part
-    when a name is common among contacts but not among addresses).
-
-    Common (an e-mail domain, a frequent name): the contacts are walked in cursor order and
-    the walk stops when the page is full. The address condition is then a correlated EXISTS
-    in an OR, which PostgreSQL turns into one hashed set of the matching addresses, so each
-    contact walked costs a hash probe (as a semi-join it would cost an index look-up per
-    contact, or every match fetched by id and sorted).
-
-    The branch a term does not take is a one-time filter that is false: never executed.
+    Every address is part of its contact's search document, so asking the document first
+    changes no result and lets the document's trigram index find the few contacts (the
+    addresses themselves have no such index: each imported address would pay for it).
     """
-    db = queryset.db
-    few = ContactPoint.objects.filter(by_address).order_by().values("contact_id")
-    few_sql, few_params = few[:COMMON_ADDRESS_MATCHES].query.get_compiler(db).as_sql()
-    # Fixed SQL around the CTE below; the only parameter is the threshold.
-    few_count = f"cardinality({_FEW_ADDRESS_IDS})"
-    common = RawSQL(f"{few_count} >= %s", [COMMON_ADDRESS_MATCHES], BooleanField())  # noqa: S611
-    rare = RawSQL(f"{few_count} < %s", [COMMON_ADDRESS_MATCHES], BooleanField())  # noqa: S611
-    few_contacts = RawSQL(f"SELECT unnest({_FEW_ADDRESS_IDS})", [])  # noqa: S611
-    addressed_here = Exists(few.filter(contact_id=OuterRef("pk")))
-    parts = (
-        # The hash probe first: a contact found by address skips the three LIKEs.
-        queryset.filter(common).filter(addressed_here | by_contact),
-        queryset.filter(rare).filter(by_contact),
-        queryset.filter(rare).filter(pk__in=few_contacts),
-    )
-    first, *others = (window(part.values("pk")) for part in parts)
-    union_sql, union_params = first.union(*others, all=True).query.get_compiler(db).as_sql()
-    # Django's own compiled SQL with its parameters kept apart, around a fixed CTE.
-    matches = RawSQL(  # noqa: S611
-        f"WITH search_few_addresses AS MATERIALIZED (SELECT ARRAY({few_sql}) AS ids) {union_sql}",
-        (*few_params, *union_params),
-    )
-    return queryset.filter(pk__in=matches)
+    return queryset.filter(contact__search_document__icontains=text, address__icontains=text)
 
 
 def estimated_count(queryset: QuerySet) -> int | None:

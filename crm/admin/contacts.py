@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import smart_split, unescape_string_literal
 from django.utils.translation import gettext, ngettext, ngettext_lazy
 from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
@@ -641,6 +642,12 @@ class ContactPointAdmin(
         phone = _as_phone(search_term.strip())
         if phone:
             return queryset.filter(address=phone), False
+        # Each searched field is part of the contact's search document: asking it too changes
+        # no result and lets its trigram index find the contacts (crm.search).
+        for term in smart_split(search_term):
+            if term.startswith(('"', "'")) and term[0] == term[-1]:
+                term = unescape_string_literal(term)
+            queryset = queryset.filter(contact__search_document__icontains=term)
         return super().get_search_results(request, queryset, search_term)
 
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:

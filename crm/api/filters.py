@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import django_filters
 from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
-from django_filters.rest_framework import DjangoFilterBackend
 
 from crm import selectors
 from crm.models import Channel, Contact, ContactPoint, Language, Segment, Tag
-
-if TYPE_CHECKING:
-    from rest_framework.request import Request
-    from rest_framework.views import APIView
-
-    from crm.api.pagination import PageWindow
 
 
 class ContactFilter(django_filters.FilterSet):
@@ -57,19 +48,6 @@ class ContactFilter(django_filters.FilterSet):
             "search",
         ]
 
-    def __init__(self, *args: Any, page_window: PageWindow | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.page_window = page_window
-
-    def filter_queryset(self, queryset: QuerySet[Contact]) -> QuerySet[Contact]:
-        # Search last: it narrows its parts by the page window, so they must already carry
-        # every other condition of the list (selectors.contacts_matching).
-        data = self.form.cleaned_data
-        for name, value in data.items():
-            if name != "search":
-                queryset = self.filters[name].filter(queryset, value)
-        return self.filters["search"].filter(queryset, data.get("search"))
-
     def filter_tag(self, queryset: QuerySet[Contact], name: str, value: str) -> QuerySet[Contact]:
         # The tags of the teams the caller sees: the list holds no other team's contacts.
         team_ids = selectors.visible_team_ids(self.request.user)
@@ -83,33 +61,23 @@ class ContactFilter(django_filters.FilterSet):
     def filter_search(
         self, queryset: QuerySet[Contact], name: str, value: str
     ) -> QuerySet[Contact]:
-        return selectors.contacts_matching(queryset, [value], window=self.page_window)
-
-
-class PageWindowFilterBackend(DjangoFilterBackend):
-    """Hands the filter set the page window of the list being paged (ContactViewSet), so a
-    search can stop after one page instead of collecting every match."""
-
-    def get_filterset_kwargs(
-        self, request: Request, queryset: QuerySet, view: APIView
-    ) -> dict[str, Any]:
-        kwargs = super().get_filterset_kwargs(request, queryset, view)
-        page_window = getattr(view, "page_window", None)
-        kwargs["page_window"] = page_window() if page_window is not None else None
-        return kwargs
+        return selectors.contacts_matching(queryset, [value])
 
 
 class ContactPointFilter(django_filters.FilterSet):
     team = django_filters.NumberFilter(field_name="team_id", label=_("Team id"))
     contact = django_filters.NumberFilter(field_name="contact_id", label=_("Contact id"))
     channel = django_filters.ChoiceFilter(choices=Channel.choices, label=_("Channel"))
-    address = django_filters.CharFilter(
-        field_name="address", lookup_expr="icontains", label=_("Address contains")
-    )
+    address = django_filters.CharFilter(method="filter_address", label=_("Address contains"))
 
     class Meta:
         model = ContactPoint
         fields = ["team", "contact", "channel", "address"]
+
+    def filter_address(
+        self, queryset: QuerySet[ContactPoint], name: str, value: str
+    ) -> QuerySet[ContactPoint]:
+        return selectors.points_with_address_containing(queryset, value)
 
 
 class TagFilter(django_filters.FilterSet):

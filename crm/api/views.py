@@ -22,10 +22,12 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast, Coalesce
 from django.utils.translation import gettext_lazy as _
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from guardian.models import UserObjectPermission
 from rest_framework import mixins, serializers
 from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -33,7 +35,6 @@ from crm import selectors, services
 from crm.api import filters
 from crm.api import serializers as api
 from crm.api.base import READ_ACTIONS, FilteredViewSet, model_perms
-from crm.api.pagination import PageWindow
 from crm.models import Contact, ContactPoint, Segment, Tag, Team
 
 
@@ -107,27 +108,17 @@ class ContactViewSet(
         "bulk_assign_team": api.ContactBulkAssignTeamInputSerializer,
     }
     action_perms = model_perms("crm", "contact", bulk_tag="change", bulk_assign_team="change")
-    filter_backends: ClassVar[list] = [filters.PageWindowFilterBackend]
+    # Filters only: the order is the cursor's (no OrderingFilter).
+    filter_backends: ClassVar[list] = [DjangoFilterBackend]
 
     def get_queryset(self) -> QuerySet[Contact]:
         return selectors.contacts_visible_to(self.request.user)
-
-    def page_window(self) -> PageWindow | None:
-        """What paging will do to the filtered list, when this request is a paged list.
-
-        Only the list is paged: a retrieve filtered by the same parameters must find every
-        match, and a paginator without windows (LimitOffsetPagination) pages the whole set.
-        """
-        window = getattr(self.paginator, "page_window", None)
-        if self.action != "list" or window is None:
-            return None
-        return window(self.request)
 
     def paginate_queryset(self, queryset: QuerySet[Contact]) -> list[Contact] | None:
         # A cursor page's addresses and tags come with it (ContactListSerializer then has
         # nothing left to load). Not with offset paging, which would compute them for every
         # row it skips.
-        if getattr(self.paginator, "page_window", None) is not None:
+        if isinstance(self.paginator, CursorPagination):
             queryset = selectors.contacts_with_listing(queryset)
         return super().paginate_queryset(queryset)
 

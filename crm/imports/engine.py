@@ -23,6 +23,7 @@ from crm.imports.writes import (
     load_deferred,
 )
 from crm.models import Channel, Contact, ContactImport, ContactPoint, ImportRejection, Tag, Team
+from crm.search import SEARCHED_FIELDS, search_document
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -141,8 +142,11 @@ def _apply_row(target: Target, row: ImportRow) -> None:
 # What matching, diffing and the row hooks read of a matched contact. The timestamps (two
 # datetimes to parse per contact) load only for the contacts a batch updates, whose history
 # rows copy created_at.
+# The search document is not read: a batch rebuilds it for the contacts it changes.
 _MATCHED_FIELDS: Final = [
-    f.name for f in Contact._meta.concrete_fields if f.name not in ("created_at", "updated_at")
+    f.name
+    for f in Contact._meta.concrete_fields
+    if f.name not in ("created_at", "updated_at", "search_document")
 ]
 
 
@@ -330,6 +334,27 @@ def plan_batch(team: Team, tags: TeamTags, rows: list[ImportRow], *, lock: bool)
     return plan
 
 
+def _set_search_documents(targets: list[Target]) -> list[Target]:
+    """Rebuild the search document of each target whose names or addresses the batch
+    changes (every new one) from what the batch leaves; returns those targets."""
+    changed = [
+        target
+        for target in targets
+        if target.is_new
+        or target.new_points
+        or not SEARCHED_FIELDS.isdisjoint(target.changed_fields)
+    ]
+    for target in changed:
+        contact = target.contact
+        contact.search_document = search_document(
+            contact.first_name,
+            contact.last_name,
+            contact.organisation,
+            [address for _channel, address in target.points],
+        )
+    return changed
+
+
 def apply_plan(
     contact_import: ContactImport, tags: TeamTags, plan: Plan, actor: AbstractBaseUser | None
 ) -> dict[type[models.Model], int]:
@@ -340,6 +365,7 @@ def apply_plan(
     reason = _("contact import #%(id)s") % {"id": contact_import.pk}
     now = timezone.now()
     tags.create_missing(plan.new_tags)
+    _set_search_documents(plan.created)
     create_with_history(
         Contact,
         [target.contact for target in plan.created],
@@ -347,8 +373,11 @@ def apply_plan(
         reason=reason,
         now=now,
     )
+    searched = {id(target) for target in _set_search_documents(plan.touched)}
     if plan.updated:
         fields = sorted({name for target in plan.updated for name in target.changed_fields})
+        if any(id(target) in searched for target in plan.updated):
+            fields.append("search_document")
         load_deferred([target.contact for target in plan.updated], ["created_at"])
         for target in plan.updated:
             target.contact.updated_at = now
@@ -360,6 +389,12 @@ def apply_plan(
             default_change_reason=reason,
             default_date=now,
         )
+    # Contacts that gained only addresses: the document is their one changed column, and
+    # not worth a history row.
+    Contact.objects.bulk_update(
+        [t.contact for t in plan.touched if id(t) in searched and not t.changed_fields],
+        ["search_document"],
+    )
     points: list[ContactPoint] = []
     new_point = InstanceMaker(ContactPoint, team_id=contact_import.team_id)
     links: list[tuple[int, int]] = []

@@ -1,4 +1,4 @@
-"""The contact tables carry only the indexes their queries use (migration crm 0007).
+"""The contact tables carry only the indexes their queries use (migrations crm 0007, 0008).
 
 An import writes every contact, contact point and their history rows through each index of
 their tables, so indexes no query reads are left out: the single-column team indexes (every
@@ -28,9 +28,7 @@ INDEXES = {
         "crm_contact_team_name",
         "crm_contact_team_language",
         "crm_contact_unique_external_id",
-        "crm_contact_first_name_trgm",
-        "crm_contact_last_name_trgm",
-        "crm_contact_organisation_trgm",
+        "crm_contact_search_trgm",
     },
     "crm_contactpoint": {
         "crm_contactpoint_pkey",
@@ -38,7 +36,6 @@ INDEXES = {
         "crm_contactpoint_contact_id_5865b4c3",
         "crm_contactpoint_address",
         "crm_contactpoint_address_hash",
-        "crm_contactpoint_address_trgm",
     },
     "crm_historicalcontact": {
         "crm_historicalcontact_pkey",

@@ -199,17 +199,15 @@ def test_postgresql_estimate_follows_the_table_statistics(team):
 
 @pytest.mark.postgres
 @pytest.mark.parametrize(
-    ("model", "lookup", "index"),
+    ("model", "lookup"),
     [
-        (Contact, Q(first_name__icontains="anna"), "crm_contact_first_name_trgm"),
-        (Contact, Q(last_name__icontains="Schmidt"), "crm_contact_last_name_trgm"),
-        (Contact, Q(organisation__icontains="praxis"), "crm_contact_organisation_trgm"),
-        # Search collects address matches on their own (selectors.contacts_matching).
-        (ContactPoint, Q(address__icontains="mail.example"), "crm_contactpoint_address_trgm"),
+        (Contact, Q(search_document__icontains="Schmidt")),
+        # An address filter asks its contact's document first (points_with_address_containing).
+        (ContactPoint, Q(contact__search_document__icontains="mail.example")),
     ],
 )
-def test_icontains_as_django_writes_it_fits_the_trigram_indexes(team, model, lookup, index):
-    """The indexes are on UPPER(column), the expression Django's icontains compares."""
+def test_icontains_as_django_writes_it_fits_the_search_index(team, model, lookup):
+    """The index is on UPPER(search_document), the expression Django's icontains compares."""
     _fill(team, 3)
     sql, params = model.objects.filter(lookup).order_by().values("pk").query.sql_with_params()
     with connection.cursor() as cursor:
@@ -219,24 +217,7 @@ def test_icontains_as_django_writes_it_fits_the_trigram_indexes(team, model, loo
         cursor.execute("SET LOCAL enable_indexscan = off")
         cursor.execute(f"EXPLAIN {sql}", params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert index in plan
-
-
-@pytest.mark.postgres
-def test_search_matches_are_collected_once_then_fetched_by_primary_key(marketing, team):
-    """A common name matches tens of thousands of contacts: given them as a subquery, the
-    planner hash-joins against a scan of the whole table. As an array (one init plan) they
-    are looked up by id whatever the estimate."""
-    _fill(team, 3)
-    queryset = selectors.contacts_matching(
-        selectors.contacts_visible_to(marketing), ["schmidt", "+49151"]
-    ).order_by("-created_at", "-id")[:51]
-    sql, params = queryset.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN {sql}", params)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "InitPlan" in plan
-    assert "Hash Join" not in plan
+    assert "crm_contact_search_trgm" in plan
 
 
 def test_tag_filter_still_matches_by_name_case_insensitively(marketing, team):
