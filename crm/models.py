@@ -207,7 +207,7 @@ class Contact(TimeStampedModel):
     # Set when personal data was pseudonymised on request (Art. 17); the row stays as proof.
     erased_at = models.DateTimeField(_("erased at"), null=True, blank=True, editable=False)
     # Names, organisation and addresses in one text for the contact search (crm.search).
-    search_document = models.TextField(default="", blank=True, editable=False)
+    search_document = models.TextField(default="", db_default="", blank=True, editable=False)
 
     # History rows are read by the contact's id only; every other index would be paid by each
     # imported contact and never used. Nor does the database check the acting user of each

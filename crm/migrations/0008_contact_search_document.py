@@ -62,7 +62,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="contact",
             name="search_document",
-            field=models.TextField(blank=True, default="", editable=False),
+            field=models.TextField(blank=True, db_default="", default="", editable=False),
         ),
         # Going back, the column goes with its contents: nothing to undo.
         migrations.RunPython(fill_search_documents, migrations.RunPython.noop),
