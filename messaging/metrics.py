@@ -267,9 +267,13 @@ def _outcomes_sql_postgresql(
     """The outcome rows with the columns of _outcome_rows, set-based where PostgreSQL can:
 
     - one LATERAL aggregate per message reads its later messages once for both depth and
-      first reply (as correlated subqueries they were two scans of the same index range);
-    - hand-offs and opt-outs are semi-joins of the period's messages with the (few) events,
-      hashed once per statement instead of an index probe per message;
+      first reply (as correlated subqueries they were two scans of the same index range),
+      the messages taken in (conversation, id) order so that consecutive look-aheads read
+      the same index pages (in the order the period's scan returns them, each one went to
+      other pages);
+    - hand-offs and opt-outs join one row per conversation and per contact, its events'
+      instants as a multirange that the message's window overlaps or not, so the period's
+      messages are read once (as semi-joins they were read three times, from a CTE);
     - the human response joins only the conversations that were handed off and answered
       (joining every conversation hashed the whole table, 100,000 rows at 1,000,000
       messages, for the few per cent that can have one).
@@ -277,6 +281,7 @@ def _outcomes_sql_postgresql(
     The figures are those of _outcomes_sql_portable; tests compare the two on PostgreSQL.
     """
     row_columns = _row_columns(groupings)
+    # A subquery with ORDER BY is planned on its own and its order kept by the LATERAL join.
     base_sql, base_params = (
         _period_messages(query)
         .values(
@@ -289,7 +294,7 @@ def _outcomes_sql_postgresql(
             "metric_until",
             **row_columns,
         )
-        .order_by()
+        .order_by("conversation_id", "id")
         .query.sql_with_params()
     )
     message = Message._meta.db_table
@@ -299,38 +304,39 @@ def _outcomes_sql_postgresql(
     # Only what the figures read leaves the statement's outcome rows (they are kept for
     # every grouping's aggregation), not the ids and windows the look-aheads need.
     columns = ", ".join(f"b.{column}" for column in ("sent_at", "status", *row_columns))
-    # `base` is read three times and computed once. GROUP BY b.id tells the planner the
-    # hand-off and opt-out ids are unique, so it hash-joins them (without it, it expects the
-    # LEFT JOINs to multiply the rows and sorts every message by id for merge joins).
+    # (metric_at, metric_until] is the window; the CASE builds it only for the few messages
+    # whose conversation or contact has such events at all.
+    window = "tstzrange(b.metric_at, b.metric_until, '(]')"
     sql = (
-        f"WITH base AS MATERIALIZED ({base_sql}), "  # noqa: S608 - ORM SQL and table names, values are params
-        "handed_off AS (SELECT b.id FROM base b WHERE EXISTS ("
-        f"SELECT 1 FROM {event} e WHERE e.conversation_id = b.conversation_id AND e.kind = %s "
-        "AND e.occurred_at > b.metric_at AND e.occurred_at <= b.metric_until) GROUP BY b.id), "
-        "opted_out AS (SELECT b.id FROM base b WHERE EXISTS ("
-        f"SELECT 1 FROM {consent} c WHERE c.contact_id = b.contact_id AND c.action = %s "
-        "AND c.occurred_at > b.metric_at AND c.occurred_at <= b.metric_until) GROUP BY b.id) "
-        f"SELECT {columns}, later.depth, later.first_reply - b.metric_at AS reply, "
-        "h.id IS NOT NULL AS handed_off, o.id IS NOT NULL AS opted_out, "
+        f"SELECT {columns}, later.depth, later.first_reply - b.metric_at AS reply, "  # noqa: S608 - ORM SQL and table names, values are params
+        f"CASE WHEN h.instants IS NULL THEN false ELSE h.instants && {window} END AS handed_off, "
+        f"CASE WHEN o.instants IS NULL THEN false ELSE o.instants && {window} END AS opted_out, "
         "CASE WHEN v.handed_off_at > b.metric_at AND v.handed_off_at <= b.metric_until "
         "THEN v.first_response_at - v.handed_off_at END AS human_response "
-        "FROM base b CROSS JOIN LATERAL ("
+        f"FROM ({base_sql}) b CROSS JOIN LATERAL ("
         "SELECT COUNT(*) FILTER (WHERE r.direction <> %s) AS depth, "
         "MIN(r.created_at) FILTER (WHERE r.direction = %s) AS first_reply "
         # `r.id > b.id` bounds the covering (conversation, id) index range (outbound_messages).
         f"FROM {message} r WHERE r.conversation_id = b.conversation_id AND r.id > b.id "
         "AND r.created_at > b.metric_at AND r.created_at <= b.metric_until) later "
-        "LEFT JOIN handed_off h ON h.id = b.id LEFT JOIN opted_out o ON o.id = b.id "
+        "LEFT JOIN (SELECT e.conversation_id, "
+        "range_agg(tstzrange(e.occurred_at, e.occurred_at, '[]')) AS instants "
+        f"FROM {event} e WHERE e.kind = %s GROUP BY e.conversation_id) h "
+        "ON h.conversation_id = b.conversation_id "
+        "LEFT JOIN (SELECT c.contact_id, "
+        "range_agg(tstzrange(c.occurred_at, c.occurred_at, '[]')) AS instants "
+        f"FROM {consent} c WHERE c.action = %s GROUP BY c.contact_id) o "
+        "ON o.contact_id = b.contact_id "
         # The conditions on v stay in ON: a LEFT JOIN filters the conversations before hashing.
         f"LEFT JOIN {conversation} v ON v.id = b.conversation_id "
         "AND v.handed_off_at IS NOT NULL AND v.first_response_at >= v.handed_off_at"
     )
     params = [
         *base_params,
-        EventKind.HANDED_OFF,
-        ConsentAction.WITHDRAWN,
         Direction.NOTE,
         Direction.INBOUND,
+        EventKind.HANDED_OFF,
+        ConsentAction.WITHDRAWN,
     ]
     return sql, params
 
@@ -439,7 +445,8 @@ def message_figures(
 ) -> dict[str, list[dict[str, Any]]]:
     """The message figures under several groupings at once (the dashboard's table and its
     days): one statement, each message's outcome computed once, whatever the number of
-    groupings or rows (on PostgreSQL a transaction-local work_mem and no JIT are set before it)."""
+    groupings or rows (on PostgreSQL a transaction-local work_mem, no JIT and no parallel workers
+    are set before it)."""
     _check_groupings(groupings)
     if connection.vendor != "postgresql":
         return _message_figures(query, groupings, outcomes_sql=_outcomes_sql_portable)
@@ -448,9 +455,14 @@ def message_figures(
     # JIT is off for it: from about 1,000,000 messages its estimated cost passes jit_above_cost,
     # and compiling its expressions took longer (about 80 ms) than they then saved, as its time
     # goes to index look-ups and sorts (past jit_optimize_above_cost compiling costs far more).
+    # No parallel workers either: the LATERAL look-ahead (most of the time) cannot run in them,
+    # its outer references are parameters PostgreSQL 15 keeps to the leader, so only the
+    # period's scan would; measured no faster, and its Gather Merge waits on every worker
+    # when the cores are busy.
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(
-            "SELECT set_config('work_mem', %s, true), set_config('jit', 'off', true)",
+            "SELECT set_config('work_mem', %s, true), set_config('jit', 'off', true), "
+            "set_config('max_parallel_workers_per_gather', '0', true)",
             [FIGURES_WORK_MEM],
         )
         return _message_figures(query, groupings, outcomes_sql=_outcomes_sql_postgresql)
@@ -625,7 +637,7 @@ def dashboard(query: MetricsQuery, *, group_by: str) -> Dashboard:
     """The dashboard's figures: message figures per `group_by` and per day (one statement
     for both), the daily series, hand-offs per team and consent growth per purpose.
     Eight queries (seven without campaign rows), whatever the number of messages or rows;
-    on PostgreSQL one more sets the figures statement's work_mem and JIT."""
+    on PostgreSQL one more sets the figures statement's work_mem, JIT and parallelism."""
     figures = message_figures(query, (group_by, "day"))
     return Dashboard(
         groups=figures[group_by],

@@ -17,7 +17,9 @@ from django.utils import timezone
 from messaging import metrics
 from messaging.models import (
     Conversation,
+    ConversationEvent,
     Direction,
+    EventKind,
     Message,
     MessageKind,
     MessageStatus,
@@ -207,6 +209,51 @@ def test_postgresql_form_gives_the_portable_human_responses(hand_offs):
     assert (team_row["handoffs"], team_row["median_human_response_seconds"]) == (3, 1800.0)
 
 
+@pytest.fixture
+def window_ends(team):
+    """Hand-offs and withdrawals on the edges of a message's window (t, t + 7 days]: at t
+    (outside), at its end (inside) and a microsecond past it (outside), one conversation and
+    contact each, plus a contact who withdrew twice before the message (outside)."""
+    now = timezone.now()
+    t = (now - 10 * DAY).replace(microsecond=0)
+    end = t + 7 * DAY
+    account = ChannelAccountFactory(team=team)
+    purpose = PurposeFactory(team=team)
+    cases = [(t, end), (end, t), (end + dt.timedelta(microseconds=1), t - HOUR)]
+    for handed_off_at, withdrawn_at in cases:
+        contact = ContactFactory(team=team)
+        metrics_tests._outbound(account, contact, t, status="sent", sent_at=t)
+        conversation = conversation_hand_off(
+            conversation=conversation_for(contact=contact, account=account), reason="test"
+        )
+        ConversationEvent.objects.filter(
+            conversation=conversation, kind=EventKind.HANDED_OFF
+        ).update(occurred_at=handed_off_at)
+        withdraw_consent(contact, purpose, "whatsapp", occurred_at=withdrawn_at)
+    twice = ContactFactory(team=team)
+    metrics_tests._outbound(account, twice, t, status="sent", sent_at=t)
+    withdraw_consent(twice, purpose, "whatsapp", occurred_at=t - 2 * HOUR)
+    withdraw_consent(twice, purpose, "whatsapp", occurred_at=t - HOUR)
+    return metrics.MetricsQuery(team_ids=(team.pk,), since=now - 30 * DAY, until=now)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("window_days", [1, 7, 8])
+def test_postgresql_form_gives_the_portable_handoffs_and_opt_outs_on_window_ends(
+    window_ends, window_days
+):
+    """The PostgreSQL form tests each window against the instants of its conversation's
+    hand-offs and its contact's withdrawals (a multirange); the portable one per message."""
+    query = dataclasses.replace(window_ends, window_days=window_days)
+
+    portable, postgresql = _both(query, ("team", "day"))
+
+    assert postgresql == portable
+    [team_row] = portable["team"]
+    expected = {1: (0, 0), 7: (1, 1), 8: (2, 1)}[window_days]
+    assert (team_row["handoffs"], team_row["opt_outs"]) == expected
+
+
 def test_human_response_counts_only_responses_after_the_hand_off(hand_offs):
     [team_row] = metrics.message_metrics(hand_offs, group_by="team")
 
@@ -255,7 +302,19 @@ def test_postgresql_plan_reads_later_messages_once_per_message(world):
 
 
 @pytest.mark.postgres
-def test_message_figures_run_the_postgresql_form_with_more_work_mem_and_no_jit(
+def test_postgresql_plan_reads_the_period_once_from_its_index_in_conversation_order(world):
+    """The period's outbound messages come from their covering index (no table pages), once,
+    sorted by conversation and id for the look-ahead that follows each."""
+    plan = _plan(*metrics._outcomes_sql_postgresql(world.query, ("campaign", "day")))
+
+    assert "Index Only Scan using msg_message_outbound_period on messaging_message" in plan
+    assert len(re.findall(r" on messaging_message\b(?! r\b)", plan)) == 1
+    assert "Sort Key: messaging_message.conversation_id, messaging_message.id" in plan
+    assert "CTE" not in plan
+
+
+@pytest.mark.postgres
+def test_message_figures_run_the_postgresql_form_with_more_work_mem_no_jit_or_workers(
     world, django_assert_num_queries
 ):
     with django_assert_num_queries(2) as captured:
@@ -265,6 +324,7 @@ def test_message_figures_run_the_postgresql_form_with_more_work_mem_and_no_jit(
     assert "set_config('work_mem'" in setting
     assert metrics.FIGURES_WORK_MEM in setting
     assert "set_config('jit', 'off', true)" in setting
+    assert "set_config('max_parallel_workers_per_gather', '0', true)" in setting
     assert "LATERAL" in statement
 
 
@@ -279,7 +339,11 @@ def _show(setting):
 def test_work_mem_is_raised_for_the_figures_statement_only(team):
     """Outside a transaction the figures run in one of their own: the raised work_mem ends
     with it, and a refused grouping changes nothing."""
-    before, jit = _show("work_mem"), _show("jit")
+    before, jit, workers = (
+        _show("work_mem"),
+        _show("jit"),
+        _show("max_parallel_workers_per_gather"),
+    )
     query = metrics.MetricsQuery(
         team_ids=(team.pk,), since=timezone.now() - 30 * DAY, until=timezone.now()
     )
@@ -290,6 +354,7 @@ def test_work_mem_is_raised_for_the_figures_statement_only(team):
 
     assert _show("work_mem") == before != metrics.FIGURES_WORK_MEM
     assert _show("jit") == jit
+    assert _show("max_parallel_workers_per_gather") == workers != "0"
 
 
 @pytest.mark.postgres
