@@ -469,10 +469,7 @@ def _people_save(team: Team, people: list[_Person]) -> None:
     for person in people:
         contact = person.contact
         contact.search_document = search_document(
-            contact.first_name,
-            contact.last_name,
-            contact.organisation,
-            [address for _channel, address in person.points],
+            contact, (address for _channel, address in person.points)
         )
     contacts = bulk_create_with_history(
         [person.contact for person in people], Contact, default_change_reason=CHANGE_REASON

@@ -159,9 +159,7 @@ class ContactQuerySet(models.QuerySet["Contact"]):
             addresses[contact_id].append(address)
         changed = []
         for contact in self.order_by().only(*SEARCHED_FIELDS, "search_document"):
-            document = search_document(
-                contact.first_name, contact.last_name, contact.organisation, addresses[contact.pk]
-            )
+            document = search_document(contact, addresses[contact.pk])
             if document != contact.search_document:
                 contact.search_document = document
                 changed.append(contact)
@@ -256,9 +254,7 @@ class Contact(TimeStampedModel):
                     "address", flat=True
                 )
             )
-            self.search_document = search_document(
-                self.first_name, self.last_name, self.organisation, addresses
-            )
+            self.search_document = search_document(self, addresses)
             if update_fields is not None:
                 kwargs["update_fields"] = {*update_fields, "search_document"}
         super().save(*args, **kwargs)

@@ -20,18 +20,26 @@ is found too.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
 PART_SEPARATOR = "\n"
 # The contact fields the document is made of (besides the addresses).
 SEARCHED_FIELDS = frozenset({"first_name", "last_name", "organisation"})
 
 
-def search_document(
-    first_name: str, last_name: str, organisation: str, addresses: Iterable[str]
-) -> str:
-    """The document of a contact with these names, organisation and addresses."""
-    full_name = " ".join(part for part in (first_name, last_name) if part)
-    parts = [full_name, organisation, *sorted(addresses)]
+class Searched(Protocol):
+    """What a document is made of besides the addresses (a Contact, or its migration-time
+    version)."""
+
+    first_name: str
+    last_name: str
+    organisation: str
+
+
+def search_document(contact: Searched, addresses: Iterable[str]) -> str:
+    """The document of `contact` with these addresses."""
+    full_name = " ".join(part for part in (contact.first_name, contact.last_name) if part)
+    parts = [full_name, contact.organisation, *sorted(addresses)]
     return PART_SEPARATOR.join(part for part in parts if part)
 
 

@@ -345,12 +345,8 @@ def _set_search_documents(targets: list[Target]) -> list[Target]:
         or not SEARCHED_FIELDS.isdisjoint(target.changed_fields)
     ]
     for target in changed:
-        contact = target.contact
-        contact.search_document = search_document(
-            contact.first_name,
-            contact.last_name,
-            contact.organisation,
-            [address for _channel, address in target.points],
+        target.contact.search_document = search_document(
+            target.contact, (address for _channel, address in target.points)
         )
     return changed
 

@@ -45,9 +45,7 @@ def fill_search_documents(apps: StateApps, schema_editor: BaseDatabaseSchemaEdit
         ).values_list("contact_id", "address"):
             addresses[contact_id].append(address)
         for contact in batch:
-            contact.search_document = search_document(
-                contact.first_name, contact.last_name, contact.organisation, addresses[contact.pk]
-            )
+            contact.search_document = search_document(contact, addresses[contact.pk])
         contact_model.objects.using(connection.alias).bulk_update(batch, ["search_document"])
 
 

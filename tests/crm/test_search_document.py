@@ -26,7 +26,7 @@ pytestmark = pytest.mark.django_db
 def _recomputed(contact: Contact) -> str:
     contact.refresh_from_db()
     addresses = contact.points.values_list("address", flat=True)
-    return search_document(contact.first_name, contact.last_name, contact.organisation, addresses)
+    return search_document(contact, addresses)
 
 
 def _assert_every_document_current() -> None:
@@ -35,7 +35,8 @@ def _assert_every_document_current() -> None:
 
 
 def test_the_document_holds_full_name_organisation_and_sorted_addresses():
-    document = search_document("Anna", "Schmidt", "Praxis Nord", ["z@x.de", "+4930123", "a@x.de"])
+    anna = Contact(first_name="Anna", last_name="Schmidt", organisation="Praxis Nord")
+    document = search_document(anna, ["z@x.de", "+4930123", "a@x.de"])
     assert document == "Anna Schmidt\nPraxis Nord\n+4930123\na@x.de\nz@x.de"
 
 
@@ -49,7 +50,9 @@ def test_the_document_holds_full_name_organisation_and_sorted_addresses():
     ],
 )
 def test_empty_parts_leave_no_blank_lines(parts, document):
-    assert search_document(*parts) == document
+    first_name, last_name, organisation, addresses = parts
+    contact = Contact(first_name=first_name, last_name=last_name, organisation=organisation)
+    assert search_document(contact, addresses) == document
 
 
 def test_service_writes_keep_the_document_current(team, marketing):
