@@ -98,6 +98,12 @@ class MetricsQuery:
     template_id: int | None = None
     purpose_id: int | None = None
 
+    def __post_init__(self) -> None:
+        # The API and the admin form accept 1 to 90 days; a window that ends before it starts
+        # is a programming error (PostgreSQL's ranges would refuse it in the middle of SQL).
+        if self.window_days < 1:
+            raise ValueError(f"window_days must be at least 1, not {self.window_days}")
+
     @property
     def window(self) -> dt.timedelta:
         return dt.timedelta(days=self.window_days)
@@ -266,14 +272,16 @@ def _outcomes_sql_postgresql(
 ) -> tuple[str, Sequence[Any]]:
     """The outcome rows with the columns of _outcome_rows, set-based where PostgreSQL can:
 
+    - the period's outbound messages are read once, from their covering partial index
+      (msg_message_outbound_period) without visiting the table;
     - one LATERAL aggregate per message reads its later messages once for both depth and
       first reply (as correlated subqueries they were two scans of the same index range),
       the messages taken in (conversation, id) order so that consecutive look-aheads read
       the same index pages (in the order the period's scan returns them, each one went to
       other pages);
     - hand-offs and opt-outs join one row per conversation and per contact, its events'
-      instants as a multirange that the message's window overlaps or not, so the period's
-      messages are read once (as semi-joins they were read three times, from a CTE);
+      instants as a multirange that the message's window overlaps or not (as semi-joins
+      they read the period's messages twice more, kept in a CTE);
     - the human response joins only the conversations that were handed off and answered
       (joining every conversation hashed the whole table, 100,000 rows at 1,000,000
       messages, for the few per cent that can have one).
@@ -308,11 +316,16 @@ def _outcomes_sql_postgresql(
     # whose conversation or contact has such events at all.
     window = "tstzrange(b.metric_at, b.metric_until, '(]')"
     sql = (
-        f"SELECT {columns}, later.depth, later.first_reply - b.metric_at AS reply, "  # noqa: S608 - ORM SQL and table names, values are params
+        # Answered hand-offs on their own, from their partial index: joined directly, the
+        # conversations were merge-joined in the messages' order, read whole by primary key.
+        "WITH answered AS MATERIALIZED (SELECT v.id, v.handed_off_at, v.first_response_at "  # noqa: S608 - ORM SQL and table names, values are params
+        f"FROM {conversation} v "
+        "WHERE v.handed_off_at IS NOT NULL AND v.first_response_at >= v.handed_off_at) "
+        f"SELECT {columns}, later.depth, later.first_reply - b.metric_at AS reply, "
         f"CASE WHEN h.instants IS NULL THEN false ELSE h.instants && {window} END AS handed_off, "
         f"CASE WHEN o.instants IS NULL THEN false ELSE o.instants && {window} END AS opted_out, "
-        "CASE WHEN v.handed_off_at > b.metric_at AND v.handed_off_at <= b.metric_until "
-        "THEN v.first_response_at - v.handed_off_at END AS human_response "
+        "CASE WHEN a.handed_off_at > b.metric_at AND a.handed_off_at <= b.metric_until "
+        "THEN a.first_response_at - a.handed_off_at END AS human_response "
         f"FROM ({base_sql}) b CROSS JOIN LATERAL ("
         "SELECT COUNT(*) FILTER (WHERE r.direction <> %s) AS depth, "
         "MIN(r.created_at) FILTER (WHERE r.direction = %s) AS first_reply "
@@ -327,9 +340,7 @@ def _outcomes_sql_postgresql(
         "range_agg(tstzrange(c.occurred_at, c.occurred_at, '[]')) AS instants "
         f"FROM {consent} c WHERE c.action = %s GROUP BY c.contact_id) o "
         "ON o.contact_id = b.contact_id "
-        # The conditions on v stay in ON: a LEFT JOIN filters the conversations before hashing.
-        f"LEFT JOIN {conversation} v ON v.id = b.conversation_id "
-        "AND v.handed_off_at IS NOT NULL AND v.first_response_at >= v.handed_off_at"
+        "LEFT JOIN answered a ON a.id = b.conversation_id"
     )
     params = [
         *base_params,
