@@ -292,6 +292,13 @@ class ConsentEvent(LedgerEntry):
         indexes = [
             models.Index(fields=["team", "-recorded_at"], name="consent_event_team_recorded"),
             models.Index(fields=["purpose", "action", "occurred_at"], name="consent_event_purpose"),
+            # Metrics: opt-outs after a message, read from the withdrawals alone rather than
+            # from the whole ledger (a few per cent of its events pay for this index).
+            models.Index(
+                fields=["contact", "occurred_at"],
+                condition=Q(action=ConsentAction.WITHDRAWN),
+                name="consent_event_withdrawn",
+            ),
         ]
 
     def __str__(self) -> str:

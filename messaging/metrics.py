@@ -318,9 +318,11 @@ def _outcomes_sql_postgresql(
     sql = (
         # Answered hand-offs on their own, from their partial index: joined directly, the
         # conversations were merge-joined in the messages' order, read whole by primary key.
+        # A message's conversation is of the message's team (conversations never move), so
+        # the teams' own are all it can join.
         "WITH answered AS MATERIALIZED (SELECT v.id, v.handed_off_at, v.first_response_at "  # noqa: S608 - ORM SQL and table names, values are params
-        f"FROM {conversation} v "
-        "WHERE v.handed_off_at IS NOT NULL AND v.first_response_at >= v.handed_off_at) "
+        f"FROM {conversation} v WHERE v.team_id = ANY(%s) "
+        "AND v.handed_off_at IS NOT NULL AND v.first_response_at >= v.handed_off_at) "
         f"SELECT {columns}, later.depth, later.first_reply - b.metric_at AS reply, "
         f"CASE WHEN h.instants IS NULL THEN false ELSE h.instants && {window} END AS handed_off, "
         f"CASE WHEN o.instants IS NULL THEN false ELSE o.instants && {window} END AS opted_out, "
@@ -343,6 +345,7 @@ def _outcomes_sql_postgresql(
         "LEFT JOIN answered a ON a.id = b.conversation_id"
     )
     params = [
+        list(query.team_ids),
         *base_params,
         Direction.NOTE,
         Direction.INBOUND,

@@ -30,6 +30,7 @@ EVENT_INDEXES = {
     "consent_consentevent_unique_sequence",
     "consent_event_team_recorded",
     "consent_event_purpose",
+    "consent_event_withdrawn",
 }
 PROJECTION_INDEXES = {
     "consent_consent_pkey",

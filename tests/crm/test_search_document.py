@@ -10,7 +10,9 @@ from types import SimpleNamespace
 import pytest
 from django.apps import apps
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from crm import services
 from crm.demo import demo_seed
@@ -192,3 +194,56 @@ def test_the_postgresql_rebuild_equals_the_python_documents(team):
     with connection.cursor() as cursor:
         cursor.execute(SEARCH_DOCUMENTS_SQL)
     _assert_every_document_current()
+
+
+@pytest.fixture
+def schmidt_points(team, other_team):
+    """Points of a Schmidt (one address names her, one does not), of a contact found only by
+    address, of somebody else, and of another team's Schmidt."""
+    schmidt = ContactFactory(team=team, first_name="Eva", last_name="Schmidt")
+    by_address = ContactFactory(team=team, first_name="Kai", last_name="Berg")
+    other = ContactFactory(team=team, first_name="Ute", last_name="Lang")
+    return {
+        "schmidt_named": ContactPointFactory(contact=schmidt, address="eva.schmidt@x.de"),
+        "schmidt_plain": ContactPointFactory(contact=schmidt, address="eva@y.de"),
+        "by_address": ContactPointFactory(contact=by_address, address="kai@schmidt-mail.de"),
+        "other": ContactPointFactory(contact=other, address="ute@x.de"),
+        "foreign": ContactPointFactory(
+            contact=ContactFactory(team=other_team, last_name="Schmidt"), address="s@schmidt.de"
+        ),
+    }
+
+
+def test_the_points_api_address_filter_matches_addresses_only(
+    api_client_for, marketing, schmidt_points
+):
+    """Asking the contact's document first must not widen the filter to the contact's other
+    addresses, nor to a name that matches."""
+    response = api_client_for(marketing).get(
+        reverse("contact-point-list"), {"address": "SCHMIDT", "page_size": 100}
+    )
+    assert response.status_code == 200
+    found = {row["id"] for row in response.data["results"]}
+    assert found == {schmidt_points["schmidt_named"].pk, schmidt_points["by_address"].pk}
+
+
+@pytest.mark.parametrize(
+    ("term", "expected"),
+    [
+        # Address or the contact's first or last name, as the admin's search fields say.
+        ("schmidt", {"schmidt_named", "schmidt_plain", "by_address"}),
+        ('"eva schmidt"', set()),
+        ("eva y.de", {"schmidt_plain"}),
+        ('"', {"schmidt_named", "schmidt_plain", "by_address", "other"}),
+        ("%", set()),
+    ],
+)
+def test_the_points_admin_search_is_unchanged_by_the_document(
+    marketing, schmidt_points, term, expected
+):
+    client = Client()
+    client.force_login(marketing)
+    response = client.get(reverse("admin:crm_contactpoint_changelist"), {"q": term})
+    assert response.status_code == 200
+    found = {point.pk for point in response.context["cl"].result_list}
+    assert found == {schmidt_points[name].pk for name in expected}
