@@ -394,12 +394,13 @@ def test_human_responses_read_only_handed_off_conversations(hand_offs):
     # The conversations are read once, as v, for the hand-offs' response times: the teams'
     # handed-off ones, from their partial index (led by the team).
     assert re.search(
-        r"Scan using msg_conv_handed_off on messaging_conversation v\b.*\n"
-        r"\s+Index Cond: \(team_id = ANY",
+        # An index scan, or a bitmap one: which depends on the tiny table's statistics.
+        r"(Scan using msg_conv_handed_off on messaging_conversation v|"
+        r"Bitmap Index Scan on msg_conv_handed_off)\b.*\n\s+Index Cond: \(team_id = ANY",
         figures,
     )
     # Opt-outs come from the withdrawals' own index, not from the whole ledger.
-    assert "using consent_event_withdrawn on consent_consentevent c" in figures
+    assert re.search(r"(Scan using|Bitmap Index Scan on) consent_event_withdrawn\b", figures)
     assert "msg_conv_handed_off" in responses
     assert "messaging_conversation_team_id" not in responses
 
